@@ -170,7 +170,10 @@ mod tests {
     fn reads_are_bounded() {
         let mut r = Reader::new(&[0, 0, 0, 200, 1, 2]);
         assert_eq!(r.clone().var_bytes(1000), Err(DecodeError::Truncated));
-        assert_eq!(r.var_bytes(10), Err(DecodeError::OutOfRange("length prefix")));
+        assert_eq!(
+            r.var_bytes(10),
+            Err(DecodeError::OutOfRange("length prefix"))
+        );
         let mut r = Reader::new(&[0xff, 0xff, 0xff, 0xff]);
         assert_eq!(r.count(usize::MAX, 1), Err(DecodeError::Truncated));
     }

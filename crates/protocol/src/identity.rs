@@ -40,8 +40,9 @@ impl IdentityKey {
 
     /// Decodes an identity key from a slice that must be exactly 32 bytes long.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let array: &[u8; IDENTITY_KEY_LEN] =
-            bytes.try_into().map_err(|_| DecodeError::OutOfRange("identity key length"))?;
+        let array: &[u8; IDENTITY_KEY_LEN] = bytes
+            .try_into()
+            .map_err(|_| DecodeError::OutOfRange("identity key length"))?;
         Self::from_bytes(array)
     }
 
@@ -56,9 +57,15 @@ impl IdentityKey {
     }
 
     /// Verifies an Ed25519 signature (RFC 8032, with the strict checks of `verify_strict`).
-    pub fn verify(&self, message: &[u8], signature: &[u8; SIGNATURE_LEN]) -> Result<(), SignatureError> {
+    pub fn verify(
+        &self,
+        message: &[u8],
+        signature: &[u8; SIGNATURE_LEN],
+    ) -> Result<(), SignatureError> {
         let signature = Signature::from_bytes(signature);
-        self.0.verify_strict(message, &signature).map_err(|_| SignatureError)
+        self.0
+            .verify_strict(message, &signature)
+            .map_err(|_| SignatureError)
     }
 
     /// The X25519 form of this key, used in the PQXDH Diffie-Hellman computations.
@@ -96,7 +103,9 @@ impl IdentityKeyPair {
 
     /// Rebuilds an identity from its 32-byte Ed25519 seed.
     pub fn from_seed(seed: &[u8; 32]) -> Self {
-        Self { signing: SigningKey::from_bytes(seed) }
+        Self {
+            signing: SigningKey::from_bytes(seed),
+        }
     }
 
     /// The 32-byte Ed25519 seed: the whole secret. Handle with care.
@@ -124,7 +133,11 @@ impl IdentityKeyPair {
 
 impl fmt::Debug for IdentityKeyPair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "IdentityKeyPair {{ public: {:?}, secret: *** }}", self.public())
+        write!(
+            f,
+            "IdentityKeyPair {{ public: {:?}, secret: *** }}",
+            self.public()
+        )
     }
 }
 
@@ -151,12 +164,18 @@ mod tests {
         let ab = a.x25519_secret().diffie_hellman(&b.public().to_x25519());
         let ba = b.x25519_secret().diffie_hellman(&a.public().to_x25519());
         assert_eq!(ab.as_bytes(), ba.as_bytes());
-        assert_eq!(X25519Public::from(&a.x25519_secret()), a.public().to_x25519());
+        assert_eq!(
+            X25519Public::from(&a.x25519_secret()),
+            a.public().to_x25519()
+        );
     }
 
     #[test]
     fn rejects_bad_keys_and_signatures() {
-        assert!(IdentityKey::from_bytes(&[0; 32]).is_err(), "identity point is small order");
+        assert!(
+            IdentityKey::from_bytes(&[0; 32]).is_err(),
+            "identity point is small order"
+        );
         let id = IdentityKeyPair::from_seed(&[3; 32]);
         let sig = id.sign(b"hello");
         assert!(id.public().verify(b"hello", &sig).is_ok());
