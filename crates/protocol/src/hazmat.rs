@@ -76,3 +76,33 @@ pub fn ratchet_state(session: &Session) -> RatchetView {
 pub fn associated_data(session: &Session) -> Vec<u8> {
     session.associated_data().to_vec()
 }
+
+/// The private halves of a responder's prekeys, as the test vectors publish them.
+#[derive(Debug, Clone)]
+pub struct PrekeySecrets {
+    /// SPK private scalar.
+    pub signed_prekey_priv: [u8; 32],
+    /// OPK private scalar, if asked for and present.
+    pub one_time_prekey_priv: Option<[u8; 32]>,
+    /// The 64-byte FIPS 203 seed `d ‖ z` of the ML-KEM prekey.
+    pub kem_seed: [u8; 64],
+}
+
+/// Looks up prekey secrets by id; `None` if any named key is missing.
+pub fn prekey_secrets(
+    store: &crate::PrekeyStore,
+    signed_prekey_id: u32,
+    one_time_prekey_id: Option<u32>,
+    kem_prekey_id: u32,
+) -> Option<PrekeySecrets> {
+    let signed_prekey_priv = store.signed_prekey_pair(signed_prekey_id)?.secret_bytes();
+    let one_time_prekey_priv = match one_time_prekey_id {
+        Some(id) => Some(store.one_time_pair(id)?.secret_bytes()),
+        None => None,
+    };
+    Some(PrekeySecrets {
+        signed_prekey_priv,
+        one_time_prekey_priv,
+        kem_seed: store.kem_seed(kem_prekey_id)?,
+    })
+}

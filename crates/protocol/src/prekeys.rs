@@ -496,6 +496,11 @@ impl PrekeyStore {
         Some(out)
     }
 
+    #[cfg(feature = "hazmat")]
+    pub(crate) fn kem_seed(&self, id: u32) -> Option<[u8; 64]> {
+        self.kem.get(&id).map(|k| *k.seed)
+    }
+
     /// Deletes the one-time keys an accepted initial message used (the last-resort one stays).
     pub(crate) fn consume(&mut self, one_time_id: Option<u32>, kem_id: u32) {
         if let Some(id) = one_time_id {
