@@ -85,7 +85,7 @@ impl PrekeyMessage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Envelope {
     /// An initial message that can establish a session.
-    Prekey(PrekeyMessage),
+    Prekey(Box<PrekeyMessage>),
     /// A message on an established session.
     Ratchet(RatchetMessage),
 }
@@ -99,7 +99,7 @@ impl Envelope {
                 let mut r = Reader::new(&bytes[1..]);
                 let keys = InitialKeys::read(&mut r)?;
                 let message = RatchetMessage::decode(r.rest())?;
-                Ok(Self::Prekey(PrekeyMessage { keys, message }))
+                Ok(Self::Prekey(Box::new(PrekeyMessage { keys, message })))
             }
             Some(&other) => Err(DecodeError::UnknownVersion(other)),
             None => Err(DecodeError::Truncated),
@@ -110,15 +110,17 @@ impl Envelope {
     pub fn encode(&self) -> Vec<u8> {
         match self {
             Self::Ratchet(m) => m.0.clone(),
-            Self::Prekey(p) => {
-                let mut out = Vec::with_capacity(1 + 1200 + p.message.0.len());
-                out.push(PREKEY_MESSAGE_VERSION);
-                p.keys.write(&mut out);
-                out.extend_from_slice(&p.message.0);
-                out
-            }
+            Self::Prekey(p) => encode_prekey_message(&p.keys, &p.message),
         }
     }
+}
+
+fn encode_prekey_message(keys: &InitialKeys, message: &RatchetMessage) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 1200 + message.0.len());
+    out.push(PREKEY_MESSAGE_VERSION);
+    keys.write(&mut out);
+    out.extend_from_slice(&message.0);
+    out
 }
 
 /// A pairwise end-to-end encrypted session.
@@ -203,11 +205,7 @@ impl Session {
         let padded = Zeroizing::new(padding::pad(plaintext)?);
         let message = RatchetMessage(self.ratchet.encrypt(&padded, &self.associated_data)?);
         Ok(match &self.pending {
-            Some(keys) => Envelope::Prekey(PrekeyMessage {
-                keys: keys.clone(),
-                message,
-            })
-            .encode(),
+            Some(keys) => encode_prekey_message(keys, &message),
             None => message.0,
         })
     }
