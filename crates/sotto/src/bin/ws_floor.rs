@@ -1,0 +1,3 @@
+//! The bare WebSocket forwarder used as the benchmark floor.
+#![forbid(unsafe_code)]
+fn main() {}
