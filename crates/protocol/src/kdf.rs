@@ -43,16 +43,24 @@ pub(crate) fn kdf_rk(root: &RootKey, dh_out: &[u8; 32]) -> (RootKey, ChainKey) {
 
 /// KDF_CK(CK) = (CK', MK).
 pub(crate) fn kdf_ck(chain: &ChainKey) -> (ChainKey, MessageKey) {
+    // Both MACs share the key CK: absorb it (the ipad and opad blocks) once and clone the state.
+    let keyed = hmac(chain.as_bytes());
     (
-        ChainKey::new(hmac_byte(chain.as_bytes(), CHAIN_KEY_CONSTANT)),
-        MessageKey::new(hmac_byte(chain.as_bytes(), MESSAGE_KEY_CONSTANT)),
+        ChainKey::new(hmac_finish(keyed.clone(), CHAIN_KEY_CONSTANT)),
+        MessageKey::new(hmac_finish(keyed, MESSAGE_KEY_CONSTANT)),
     )
 }
 
 /// HMAC-SHA256(key, [byte]).
 pub(crate) fn hmac_byte(key: &[u8; 32], byte: u8) -> [u8; 32] {
-    let mut mac =
-        <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable_hmac());
+    hmac_finish(hmac(key), byte)
+}
+
+fn hmac(key: &[u8; 32]) -> Hmac<Sha256> {
+    <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable_hmac())
+}
+
+fn hmac_finish(mut mac: Hmac<Sha256>, byte: u8) -> [u8; 32] {
     mac.update(&[byte]);
     mac.finalize().into_bytes().into()
 }

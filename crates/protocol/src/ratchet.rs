@@ -115,7 +115,8 @@ impl std::fmt::Debug for RatchetState {
 struct Staged {
     skipped: Vec<SkippedKey>,
     step: Option<(RootKey, PublicKey)>,
-    recv: ChainKey,
+    /// The receiving chain key for message `nr`; `None` when that is the current one unchanged.
+    recv: Option<ChainKey>,
     nr: u32,
 }
 
@@ -173,12 +174,14 @@ impl RatchetState {
             n: self.ns,
         }
         .encode();
-        let ciphertext = seal(&mk, plaintext, ad, &header)?;
+        // `header ‖ plaintext`, encrypted in place after the header: one allocation per message.
+        let mut out = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
+        out.extend_from_slice(&header);
+        out.extend_from_slice(plaintext);
+        aead::seal_in_place(&mk.aead_keys(), &mut out, HEADER_LEN, &[ad, &header])
+            .ok_or(EncryptError::TooLong)?;
         self.send = Some(next_chain);
         self.ns = next_ns;
-        let mut out = Vec::with_capacity(HEADER_LEN + ciphertext.len());
-        out.extend_from_slice(&header);
-        out.extend_from_slice(&ciphertext);
         Ok(out)
     }
 
@@ -220,9 +223,9 @@ impl RatchetState {
             let mut staged = Vec::new();
             let recv = self
                 .recv
-                .clone()
+                .as_ref()
                 .ok_or(DecryptError::AuthenticationFailed)?;
-            let chain = skip(&recv, self.nr, header.n, &dh, &mut staged)?;
+            let chain = skip(recv, self.nr, header.n, &dh, &mut staged)?;
             Staged {
                 skipped: staged,
                 step: None,
@@ -246,12 +249,17 @@ impl RatchetState {
             Staged {
                 skipped: staged,
                 step: Some((root, header.dh)),
-                recv: chain,
+                recv: Some(chain.unwrap_or(recv)),
                 nr: header.n,
             }
         };
 
-        let (next_chain, mk) = kdf_ck(&staged.recv);
+        let chain = staged
+            .recv
+            .as_ref()
+            .or(self.recv.as_ref())
+            .ok_or(DecryptError::AuthenticationFailed)?;
+        let (next_chain, mk) = kdf_ck(chain);
         let plaintext = open(&mk, ciphertext, ad, header_bytes)?;
         let plaintext = accept(plaintext).ok_or(DecryptError::AuthenticationFailed)?;
         let nr = staged.nr.checked_add(1).ok_or(DecryptError::TooFarAhead)?;
@@ -371,37 +379,26 @@ impl RatchetState {
     }
 }
 
-/// Advances `chain` from message number `from` to `until`, staging the skipped keys.
+/// Advances `chain` from message number `from` to `until`, staging the skipped keys. `None`
+/// when there is nothing to skip (the common case): the caller keeps using `chain`, uncloned.
 fn skip(
     chain: &ChainKey,
     from: u32,
     until: u32,
     dh: &[u8; 32],
     staged: &mut Vec<SkippedKey>,
-) -> Result<ChainKey, DecryptError> {
-    if until < from {
-        // PN below what we already received: nothing to skip.
-        return Ok(chain.clone());
-    }
-    if until - from > MAX_SKIP {
+) -> Result<Option<ChainKey>, DecryptError> {
+    // `until < from` (PN below what we already received) skips nothing.
+    if until.saturating_sub(from) > MAX_SKIP {
         return Err(DecryptError::TooFarAhead);
     }
-    let mut chain = chain.clone();
+    let mut advanced: Option<ChainKey> = None;
     for n in from..until {
-        let (next, key) = kdf_ck(&chain);
+        let (next, key) = kdf_ck(advanced.as_ref().unwrap_or(chain));
         staged.push(SkippedKey { dh: *dh, n, key });
-        chain = next;
+        advanced = Some(next);
     }
-    Ok(chain)
-}
-
-fn seal(
-    mk: &MessageKey,
-    plaintext: &[u8],
-    ad: &[u8],
-    header: &[u8],
-) -> Result<Vec<u8>, EncryptError> {
-    aead::seal(&mk.aead_keys(), plaintext, &[ad, header]).ok_or(EncryptError::TooLong)
+    Ok(advanced)
 }
 
 fn open(
