@@ -243,8 +243,50 @@ def check_x3dh(v):
         assert v["ad"] == expected["associated_data"]
 
 
+def check_sender_keys(v):
+    """`sender-key-vectors/1`: chain KDF, AEAD, Ed25519 signatures, wire layout, rejections."""
+    kd = v["aead"]["key_derivation"]
+    assert v["aead"]["name"] == "xchacha20poly1305" and v["signature"] == "ed25519"
+    h = HASHES[v["kdf_ck"]["hash"]][1]
+    mk_c, ck_c = field(v["kdf_ck"], "mk_const", b"\x01"), field(v["kdf_ck"], "ck_const", b"\x02")
+    checked = 0
+    for chain in v["chains"]:
+        ck, it = bytes.fromhex(chain["initial_chain_key"]), chain.get("initial_iteration", 0)
+        sk = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(chain["signing_seed"]))
+        pub = sk.public_key()
+        assert pub.public_bytes_raw().hex() == chain["signing_pub"], "signing_pub"
+        for m in chain["messages"]:
+            while it < m["iteration"]:
+                ck, it = hmac.new(ck, ck_c, h).digest()[:32], it + 1
+            seed = hmac.new(ck, mk_c, h).digest()[:32]
+            assert seed.hex() == m["message_key"], f"iteration {it}: message key"
+            okm = hkdf(kd["hash"], field(kd, "salt", bytes(HASHES[kd["hash"]][2])), seed, field(kd, "info"), 56)
+            key, nonce = (okm[:32], okm[32:]) if kd.get("output", ["key", "nonce"])[0] == "key" else (okm[24:], okm[:24])
+            ad, pt = bytes.fromhex(m["ad"]), bytes.fromhex(m["plaintext"])
+            ct = crypto_aead_xchacha20poly1305_ietf_encrypt(pt, ad, nonce, key)
+            assert ct.hex() == m["ciphertext"], f"iteration {it}: ciphertext"
+            signed = bytes.fromhex(m["signed_part"])
+            pub.verify(bytes.fromhex(m["signature"]), signed)
+            assert bytes.fromhex(m["message"]) == signed + bytes.fromhex(m["signature"]), "wire layout"
+            checked += 1
+    for r in v.get("rejects", []):
+        pub = Ed25519PublicKey.from_public_bytes(bytes.fromhex(v["chains"][r["chain"]]["signing_pub"]))
+        raw = bytes.fromhex(r["message"])
+        if r["why"] in ("tampered", "wrong-signer"):
+            try:
+                pub.verify(raw[-64:], raw[:-64])
+                raise AssertionError(f"reject {r['why']}: signature verifies")
+            except Exception as e:
+                if isinstance(e, AssertionError):
+                    raise
+        checked += 1
+    return checked
+
+
 def check(path):
     v = json.load(open(path))
+    if v.get("format") == "sender-key-vectors/1":
+        return check_sender_keys(v)
     spec = Spec(v)
     if "x3dh" in v:
         check_x3dh(v)

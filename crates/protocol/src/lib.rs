@@ -91,6 +91,7 @@ pub mod padding;
 pub mod prekeys;
 pub mod ratchet;
 pub mod safety;
+pub mod sender_keys;
 pub mod session;
 
 pub use error::{DecodeError, DecryptError, EncryptError, HandshakeError, SignatureError};

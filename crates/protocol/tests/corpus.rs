@@ -6,6 +6,8 @@
 //! state properties the fuzzer asserted. `write_seed_corpora` (ignored) regenerates the seed
 //! inputs the corpora started from; see `docs/FUZZING.md`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 #[path = "../../../fuzz/src/protocol_checks.rs"]
 mod checks;
 

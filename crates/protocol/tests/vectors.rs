@@ -5,6 +5,8 @@
 //! `tests/vectors/ratchet.json`. Set `SOTTO_REGENERATE_VECTORS=1` to rewrite the file after a
 //! deliberate protocol change; without it, any difference fails the test.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use rand_chacha::ChaCha20Rng;
