@@ -235,7 +235,8 @@ pub fn conversation() -> &'static Conversation {
 ///
 /// Inputs starting with a version byte (`0x01`, `0x02`) are envelopes as they are. Any other
 /// first byte `k` picks ratchet key `k % 4` of the conversation and the message becomes
-/// `0x01 ‖ key ‖ data[1..]`, so the fuzzer explores PN, N and ciphertexts on real chains.
+/// `0x01 ‖ key ‖ data[1..]`, delivered to the party that key was sent to, so the fuzzer explores
+/// PN, N and ciphertexts on real chains.
 ///
 /// Each session is a clone of the established one. A rejected message must leave it exactly as
 /// it was (same snapshot); an accepted one must not be accepted twice.
@@ -245,20 +246,23 @@ pub fn decrypt(data: &[u8]) {
     };
     let conversation = conversation();
     let message;
-    let wire = if first == 0x01 || first == 0x02 {
-        data
+    let both = [&conversation.alice, &conversation.bob];
+    let (wire, recipients) = if first == 0x01 || first == 0x02 {
+        (data, &both[..])
     } else {
+        // Bob's keys (0, 1) go to Alice, Alice's (2, 3) to Bob.
+        let key = usize::from(first % 4);
         let mut m = Vec::with_capacity(33 + data.len());
         m.push(0x01);
-        m.extend_from_slice(&conversation.ratchet_keys[usize::from(first % 4)]);
+        m.extend_from_slice(&conversation.ratchet_keys[key]);
         m.extend_from_slice(&data[1..]);
         message = m;
-        &message
+        (&message[..], &both[key / 2..key / 2 + 1])
     };
     let Ok(envelope) = Envelope::decode(wire) else {
         return;
     };
-    for established in [&conversation.alice, &conversation.bob] {
+    for &established in recipients {
         let mut session = established.clone();
         let mut r = rng(9);
         match session.decrypt(&mut r, &envelope) {
