@@ -20,6 +20,24 @@ enum Command {
     /// Measure things (`sotto bench relay`).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
+    /// Create an identity and an encrypted profile.
+    Init(cmd::init::InitArgs),
+    /// Register with a relay and upload prekeys.
+    Register(cmd::register::RegisterArgs),
+    /// Print your invite (string and QR code).
+    Invite(cmd::invite::InviteArgs),
+    /// Manage contacts (`sotto contact add NAME INVITE`).
+    Contact(cmd::contact::ContactArgs),
+    /// List contacts and their verification state.
+    Contacts(cmd::contacts::ContactsArgs),
+    /// Compare safety numbers and mark a contact verified.
+    Verify(cmd::verify::VerifyArgs),
+    /// Send a message.
+    Send(cmd::send::SendArgs),
+    /// Fetch and show the conversation history.
+    Inbox(cmd::inbox::InboxArgs),
+    /// Print new incoming messages (`--follow` to keep listening).
+    Recv(cmd::recv::RecvArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,5 +46,14 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Relay(args) => cmd::relay::main(*args, matches.subcommand_matches("relay")),
         Command::Bench(args) => cmd::bench::main(args),
+        Command::Init(a) => cmd::init::main(a),
+        Command::Register(a) => cmd::register::main(a),
+        Command::Invite(a) => cmd::invite::main(a),
+        Command::Contact(a) => cmd::contact::main(a),
+        Command::Contacts(a) => cmd::contacts::main(a),
+        Command::Verify(a) => cmd::verify::main(a),
+        Command::Send(a) => cmd::send::main(a),
+        Command::Inbox(a) => cmd::inbox::main(a),
+        Command::Recv(a) => cmd::recv::main(a),
     }
 }

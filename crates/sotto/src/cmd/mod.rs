@@ -1,4 +1,14 @@
 //! One module per subcommand.
 
 pub(crate) mod bench;
+pub(crate) mod contact;
+pub(crate) mod contacts;
+pub(crate) mod inbox;
+pub(crate) mod init;
+pub(crate) mod invite;
+pub(crate) mod profile;
+pub(crate) mod recv;
+pub(crate) mod register;
 pub(crate) mod relay;
+pub(crate) mod send;
+pub(crate) mod verify;

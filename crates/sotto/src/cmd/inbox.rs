@@ -1,0 +1,55 @@
+//! `sotto inbox`: fetch from the relay and show the history with delivery states.
+
+use clap::Args;
+
+use super::profile::{self, ProfileArgs};
+
+/// Fetch new messages and show the conversation history (both directions, delivery states,
+/// and messages that could not be decrypted).
+#[derive(Args)]
+pub(crate) struct InboxArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    /// Only this contact.
+    name: Option<String>,
+    /// Do not contact the relay; show what is stored.
+    #[arg(long)]
+    offline: bool,
+    /// JSON output (one array of messages).
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `sotto inbox`.
+pub(crate) fn main(args: InboxArgs) -> anyhow::Result<()> {
+    let mut client = profile::open(&args.profile)?;
+    if !args.offline {
+        let r = profile::runtime()?.block_on(async {
+            let r = client.sync().await;
+            client.disconnect().await;
+            r
+        });
+        match r {
+            Ok(_) => {}
+            Err(e) if e.is_connection() => eprintln!("warning: {e}; showing stored messages"),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let messages = client.messages(args.name.as_deref())?;
+    // `inbox` shows everything, so nothing stays "new" for `recv`.
+    client.take_unseen()?;
+    if args.json {
+        return profile::print_json(&messages);
+    }
+    if messages.is_empty() {
+        println!("no messages");
+    }
+    for m in &messages {
+        println!("{}", profile::message_line(m));
+    }
+    let queued = client.outbox_len()?;
+    if queued > 0 {
+        println!("({queued} item(s) waiting in the outbox)");
+    }
+    Ok(())
+}

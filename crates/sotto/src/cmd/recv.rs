@@ -1,0 +1,92 @@
+//! `sotto recv [--follow]`: print new incoming messages.
+
+use anyhow::bail;
+use clap::Args;
+use sotto_client::Event;
+
+use super::profile::{self, ProfileArgs};
+
+/// Print new incoming messages (and delivery updates); with --follow, keep listening and
+/// reconnect with backoff when the relay goes away.
+#[derive(Args)]
+pub(crate) struct RecvArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    /// Keep running and print messages as they arrive.
+    #[arg(long, short)]
+    follow: bool,
+    /// JSON output (one object per line).
+    #[arg(long)]
+    json: bool,
+}
+
+fn print(json: bool, e: &Event) -> anyhow::Result<()> {
+    if json {
+        if matches!(
+            e,
+            Event::Message(_) | Event::Delivery { .. } | Event::UnknownSender { .. }
+        ) {
+            profile::print_json(e)?;
+        }
+    } else if let Some(line) = profile::describe(e) {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Runs `sotto recv`.
+pub(crate) fn main(args: RecvArgs) -> anyhow::Result<()> {
+    let mut client = profile::open(&args.profile)?;
+    let rt = profile::runtime()?;
+    if !args.follow {
+        let r = rt.block_on(async {
+            let r = client.sync().await;
+            client.disconnect().await;
+            r
+        });
+        let events = match r {
+            Ok(ev) => ev,
+            Err(e) if e.is_connection() => bail!("{e}"),
+            Err(e) => return Err(e.into()),
+        };
+        for m in client.take_unseen()? {
+            print(args.json, &Event::Message(m))?;
+        }
+        for e in events.iter().filter(|e| !matches!(e, Event::Message(_))) {
+            print(args.json, e)?;
+        }
+        return Ok(());
+    }
+    // Anything stored but not shown yet first.
+    for m in client.take_unseen()? {
+        print(args.json, &Event::Message(m))?;
+    }
+    rt.block_on(async {
+        loop {
+            tokio::select! {
+                r = client.next_events() => match r {
+                    Ok(events) => {
+                        for e in &events {
+                            print(args.json, e)?;
+                            if let Event::Message(_) = e {
+                                client.take_unseen()?;
+                            }
+                        }
+                        use std::io::Write;
+                        std::io::stdout().flush()?;
+                    }
+                    Err(e) if e.is_connection() => {
+                        let wait = client.backoff();
+                        eprintln!("{e}; reconnecting in {:.1}s", wait.as_secs_f64());
+                        tokio::time::sleep(wait).await;
+                    }
+                    Err(e) => return Err(anyhow::Error::from(e)),
+                },
+                _ = tokio::signal::ctrl_c() => {
+                    client.disconnect().await;
+                    return Ok(());
+                }
+            }
+        }
+    })
+}

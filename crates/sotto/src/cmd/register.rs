@@ -1,0 +1,28 @@
+//! `sotto register --relay URL`: authenticate to a relay and upload prekeys.
+
+use clap::Args;
+
+use super::profile::{self, ProfileArgs};
+
+/// Register with a relay: authenticate and upload prekeys.
+#[derive(Args)]
+pub(crate) struct RegisterArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    /// The relay's WebSocket URL, e.g. ws://127.0.0.1:7878/.
+    #[arg(long, value_name = "URL")]
+    relay: String,
+}
+
+/// Runs `sotto register`.
+pub(crate) fn main(args: RegisterArgs) -> anyhow::Result<()> {
+    let mut client = profile::open(&args.profile)?;
+    profile::runtime()?.block_on(async {
+        client.register(&args.relay).await?;
+        client.disconnect().await;
+        anyhow::Ok(())
+    })?;
+    println!("registered with {}", args.relay);
+    println!("next: sotto invite  (give the invite to a contact)");
+    Ok(())
+}

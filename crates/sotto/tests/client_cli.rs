@@ -1,0 +1,294 @@
+//! The client CLI as a user runs it: real `sotto relay` processes, real `sotto` client processes,
+//! temporary profiles, `SOTTO_PASSPHRASE`, and cheap Argon2 parameters (`SOTTO_INSECURE_TEST_KDF`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
+
+const PW: &str = "correct horse battery staple";
+
+struct Relay {
+    child: Child,
+}
+
+impl Relay {
+    fn start(db: &Path, port: u16) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sotto"))
+            .args(["relay", "--listen", &format!("127.0.0.1:{port}"), "--store"])
+            .arg(format!("sqlite:{}", db.display()))
+            .args(["--sync", "normal"])
+            .env("SOTTO_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("listening"), "relay banner {line:?}");
+        Self { child }
+    }
+    fn stop(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct User {
+    dir: PathBuf,
+}
+
+impl User {
+    fn run_with(&self, args: &[&str], pw: &str, env: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sotto"));
+        c.args(args)
+            .env("SOTTO_PROFILE", &self.dir)
+            .env("SOTTO_PASSPHRASE", pw)
+            .env("SOTTO_INSECURE_TEST_KDF", "1")
+            .env("RUST_BACKTRACE", "0")
+            .env("RUST_LIB_BACKTRACE", "0")
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run_with(args, PW, &[]);
+        assert!(
+            o.status.success(),
+            "sotto {args:?} failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+    fn fails(&self, args: &[&str]) -> String {
+        let o = self.run_with(args, PW, &[]);
+        assert!(!o.status.success(), "sotto {args:?} should fail");
+        String::from_utf8(o.stderr).unwrap()
+    }
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(args)).unwrap()
+    }
+    fn recv(&self) -> Vec<Value> {
+        self.ok(&["recv", "--json"])
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|v| v["event"] == "message")
+            .collect()
+    }
+    fn setup(root: &Path, name: &str, url: &str) -> Self {
+        let u = Self {
+            dir: root.join(name),
+        };
+        u.ok(&["init"]);
+        u.ok(&["register", "--relay", url]);
+        u
+    }
+    fn invite(&self) -> String {
+        self.ok(&["invite", "--plain"]).trim().to_owned()
+    }
+}
+
+fn texts(msgs: &[Value]) -> Vec<String> {
+    msgs.iter()
+        .map(|m| m["text"].as_str().unwrap_or("<none>").to_owned())
+        .collect()
+}
+
+#[test]
+fn two_people_chat_offline_restart_crash_and_scan() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("relay.db");
+    let port = free_port();
+    let url = format!("ws://127.0.0.1:{port}/");
+    let relay = Relay::start(&db, port);
+
+    let alice = User::setup(tmp.path(), "alice", &url);
+    let bob = User::setup(tmp.path(), "bob", &url);
+    alice.ok(&["contact", "add", "bob", &bob.invite()]);
+    bob.ok(&["contact", "add", "alice", &alice.invite()]);
+
+    // Verification: Bob reads his number to Alice, who pastes it; Bob confirms.
+    let sn = bob.json(&["verify", "alice", "--json"]);
+    let digits = sn["grouped"].as_str().unwrap().to_owned();
+    assert_eq!(
+        alice.json(&["verify", "bob", "--json"])["safety_number"],
+        sn["safety_number"]
+    );
+    alice.ok(&["verify", "bob", &digits]);
+    bob.ok(&["verify", "alice", "--confirm"]);
+    let wrong = "12345 ".repeat(12);
+    assert!(
+        alice
+            .fails(&["verify", "bob", &wrong])
+            .contains("does not match")
+    );
+    let contacts = alice.json(&["contacts", "--json"]);
+    assert_eq!(contacts[0]["name"], "bob");
+    assert_eq!(contacts[0]["verified"], true);
+
+    // Both directions.
+    alice.ok(&["send", "bob", "hello Bob, this is secret-text-one"]);
+    assert_eq!(texts(&bob.recv()), ["hello Bob, this is secret-text-one"]);
+    bob.ok(&["send", "alice", "hi Alice: secret-text-two"]);
+    assert_eq!(texts(&alice.recv()), ["hi Alice: secret-text-two"]);
+    // Bob's receipt reached Alice: her first message is delivered.
+    let hist = alice.json(&["inbox", "--json"]);
+    assert_eq!(hist[0]["state"], "delivered", "{hist}");
+    assert_eq!(hist[1]["direction"], "in");
+
+    // Bob offline while Alice sends 100 messages; then all 100, in order.
+    for i in 0..100 {
+        alice.ok(&["send", "bob", &format!("offline message {i:03}")]);
+    }
+    let got = bob.recv();
+    let want: Vec<String> = (0..100)
+        .map(|i| format!("offline message {i:03}"))
+        .collect();
+    assert_eq!(texts(&got), want);
+
+    // Duplicates: receiving again shows nothing new.
+    assert!(bob.recv().is_empty());
+
+    // Relay restarted (same store) between messages: the conversation continues.
+    relay.stop();
+    // Relay down: a clear error, the message waits in the outbox.
+    let err = alice.fails(&["send", "bob", "sent while the relay is down"]);
+    assert!(
+        err.contains("relay unreachable") && err.contains("queued"),
+        "{err}"
+    );
+    let _relay = Relay::start(&db, port);
+    alice.ok(&["send", "bob", "after the restart"]);
+    assert_eq!(
+        texts(&bob.recv()),
+        ["sent while the relay is down", "after the restart"]
+    );
+    bob.ok(&["send", "alice", "still here"]);
+    assert_eq!(texts(&alice.recv()), ["still here"]);
+
+    // Killed between persisting and sending: the ciphertext is resent as it was, and the next
+    // message uses the next key. Bob decrypts both, with no failures.
+    let o = alice.run_with(
+        &["send", "bob", "crash-in-flight"],
+        PW,
+        &[("SOTTO_TEST_CRASH_AFTER_PERSIST", "1")],
+    );
+    assert_eq!(o.status.code(), Some(86));
+    alice.ok(&["send", "bob", "after the crash"]);
+    let got = bob.recv();
+    assert_eq!(texts(&got), ["crash-in-flight", "after the crash"]);
+    let hist = bob.json(&["inbox", "--json"]);
+    assert!(
+        hist.as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["state"] != "failed"),
+        "{hist}"
+    );
+
+    // Profiles on disk hold no plaintext.
+    for user in [&alice, &bob] {
+        for entry in std::fs::read_dir(&user.dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            for needle in [
+                "secret-text-one",
+                "secret-text-two",
+                "offline message 042",
+                "after the crash",
+                "bob",
+                "alice",
+            ] {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                    "{needle:?} found in plaintext in {}",
+                    user.dir.display()
+                );
+            }
+        }
+    }
+
+    // Wrong passphrase: clean error, profile intact.
+    let o = alice.run_with(&["contacts"], "not the passphrase", &[]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("wrong passphrase"));
+    alice.ok(&["contacts"]);
+
+    // Bob re-creates his identity: Alice is warned and blocked until she re-verifies.
+    std::fs::remove_dir_all(&bob.dir).unwrap();
+    let bob = User::setup(tmp.path(), "bob", &url);
+    bob.ok(&["contact", "add", "alice", &alice.invite()]);
+    let o = alice.run_with(&["contact", "add", "bob", &bob.invite()], PW, &[]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("IDENTITY KEY HAS CHANGED"));
+    let err = alice.fails(&["send", "bob", "are you really bob?"]);
+    assert!(err.contains("changed") && err.contains("verify"), "{err}");
+    let c = alice.json(&["contacts", "--json"]);
+    assert_eq!(c[0]["blocked"], true);
+    assert_eq!(c[0]["verified"], false);
+    alice.ok(&["verify", "bob", "--confirm"]);
+    alice.ok(&["send", "bob", "welcome back"]);
+    assert_eq!(texts(&bob.recv()), ["welcome back"]);
+}
+
+#[test]
+fn clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("ws://127.0.0.1:{port}/");
+    let u = User {
+        dir: tmp.path().join("carol"),
+    };
+    u.ok(&["init"]);
+    // Unreachable relay.
+    let err = u.fails(&["register", "--relay", &url]);
+    assert!(err.contains("relay unreachable"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // Malformed and truncated invites.
+    let inv = sotto_client::Invite {
+        identity: sotto_protocol::IdentityKeyPair::from_seed(&[9; 32]).public(),
+        relay: url.clone(),
+    }
+    .encode()
+    .unwrap();
+    assert!(
+        u.fails(&["contact", "add", "dave", &inv[..inv.len() - 6]])
+            .contains("invite")
+    );
+    assert!(
+        u.fails(&["contact", "add", "dave", "hello"])
+            .contains("not a sotto invite")
+    );
+    u.ok(&["contact", "add", "dave", &inv]);
+    // Unknown contact.
+    assert!(u.fails(&["send", "erin", "hi"]).contains("unknown contact"));
+    assert!(u.fails(&["verify", "erin"]).contains("unknown contact"));
+    // Wrong passphrase.
+    let o = u.run_with(&["inbox", "--offline"], "nope", &[]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("wrong passphrase"));
+    // Init twice is refused.
+    assert!(u.fails(&["init"]).contains("already exists"));
+}
