@@ -36,6 +36,14 @@ pub struct Metrics {
     pub frames: Family<DirLabel, Counter>,
     /// Frame bytes by direction.
     pub bytes: Family<DirLabel, Counter<u64, AtomicU64>>,
+    /// `frames{direction="in"}`, resolved once.
+    pub frames_in: Counter,
+    /// `frames{direction="out"}`, resolved once.
+    pub frames_out: Counter,
+    /// `frame_bytes{direction="in"}`, resolved once.
+    pub bytes_in: Counter<u64, AtomicU64>,
+    /// `frame_bytes{direction="out"}`, resolved once.
+    pub bytes_out: Counter<u64, AtomicU64>,
     /// Rejections by reason (each one also sent to the client as an error frame).
     pub rejections: Family<ReasonLabel, Counter>,
     /// Messages durably accepted.
@@ -60,12 +68,22 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("sotto_relay");
+        let frames: Family<DirLabel, Counter> = Family::default();
+        let bytes: Family<DirLabel, Counter<u64, AtomicU64>> = Family::default();
+        let frames_in = frames.get_or_create(&DirLabel { direction: "in" }).clone();
+        let frames_out = frames.get_or_create(&DirLabel { direction: "out" }).clone();
+        let bytes_in = bytes.get_or_create(&DirLabel { direction: "in" }).clone();
+        let bytes_out = bytes.get_or_create(&DirLabel { direction: "out" }).clone();
         let m = Self {
+            frames_in,
+            frames_out,
+            bytes_in,
+            bytes_out,
+            frames,
+            bytes,
             connections_total: Counter::default(),
             connections_unauthenticated: Gauge::default(),
             connections_authenticated: Gauge::default(),
-            frames: Family::default(),
-            bytes: Family::default(),
             rejections: Family::default(),
             messages_accepted: Counter::default(),
             messages_delivered: Counter::default(),
