@@ -15,7 +15,6 @@
 
 // A benchmark measures wall-clock time; the sans-IO clock ban is for the library.
 #![allow(clippy::disallowed_methods)]
-
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;

@@ -1,5 +1,11 @@
 //! Shared helpers for the protocol integration tests.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
