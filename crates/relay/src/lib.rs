@@ -5,7 +5,7 @@
 //! for content: what it accepts is durable before it says so, only the authenticated recipient can
 //! read or delete a mailbox, and bad input or floods are rejected with a typed error frame and a
 //! counter while everyone else keeps being served. Frames are defined in [`sotto_wire`]; the byte
-//! layout is in `docs/RELAY_PROTOCOL.md`, the threat model in `docs/THREAT_MODEL.md`.
+//! layout is in `docs/PROTOCOL.md` (part II), the threat model in `docs/THREAT_MODEL.md`.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {

@@ -10,7 +10,7 @@
 //! byte strings, written and read with [`sotto_protocol::codec`]. Decoding is total and bounded:
 //! any input yields a frame or a [`DecodeError`], never a panic, and no length or count can make
 //! the decoder allocate more than [`MAX_FRAME_LEN`] bytes. The byte layout is specified in
-//! `docs/RELAY_PROTOCOL.md`.
+//! `docs/PROTOCOL.md` (part II).
 //!
 //! A session, in frames:
 //!
