@@ -40,7 +40,19 @@ enum Command {
     Recv(cmd::recv::RecvArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors are printed as one line, `error: what failed: why`, whatever `RUST_BACKTRACE` says:
+/// a user needs the reason, not a stack trace.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
     match cli.command {

@@ -65,8 +65,8 @@ impl User {
             .env("SOTTO_PROFILE", &self.dir)
             .env("SOTTO_PASSPHRASE", pw)
             .env("SOTTO_INSECURE_TEST_KDF", "1")
-            .env("RUST_BACKTRACE", "0")
-            .env("RUST_LIB_BACKTRACE", "0")
+            // Errors must stay one line even where users enable backtraces.
+            .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null());
         for (k, v) in env {
             c.env(k, v);
@@ -283,7 +283,11 @@ fn clear_errors() {
     );
     u.ok(&["contact", "add", "dave", &inv]);
     // Unknown contact.
-    assert!(u.fails(&["send", "erin", "hi"]).contains("unknown contact"));
+    let err = u.fails(&["send", "erin", "hi"]);
+    assert!(err.contains("unknown contact"));
+    // One line, even with RUST_BACKTRACE set: a user needs the reason, not a stack trace.
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: "), "{err}");
     assert!(u.fails(&["verify", "erin"]).contains("unknown contact"));
     // Wrong passphrase.
     let o = u.run_with(&["inbox", "--offline"], "nope", &[]);
