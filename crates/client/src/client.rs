@@ -244,6 +244,8 @@ pub struct Client {
     relay: Option<RelayClient>,
     failures: u32,
     crash_after_persist: bool,
+    /// An invite token for an invite-only relay, used by the next connection.
+    pending_invite: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -289,6 +291,7 @@ impl Client {
             relay: None,
             failures: 0,
             crash_after_persist: false,
+            pending_invite: None,
         };
         let seed = client.identity.to_seed();
         let sealed_id = client
@@ -335,6 +338,7 @@ impl Client {
             relay: None,
             failures: 0,
             crash_after_persist: false,
+            pending_invite: None,
         })
     }
 
@@ -381,6 +385,17 @@ impl Client {
 
     /// Sets the relay, connects, and uploads a full set of prekeys.
     pub async fn register(&mut self, url: &str) -> Result<Vec<Event>, Error> {
+        self.register_with_invite(url, None).await
+    }
+
+    /// [`Client::register`] on an invite-only relay, with the token its operator created
+    /// (`sotto relay invite`).
+    pub async fn register_with_invite(
+        &mut self,
+        url: &str,
+        invite: Option<&str>,
+    ) -> Result<Vec<Event>, Error> {
+        self.pending_invite = invite.map(|t| t.as_bytes().to_vec());
         if !(url.starts_with("ws://") || url.starts_with("wss://")) {
             return Err(Error::Unreachable(
                 "relay URL must start with ws:// or wss://".into(),
@@ -527,7 +542,7 @@ impl Client {
         let url = self.account.relay.clone().ok_or(Error::NotRegistered)?;
         let r = tokio::time::timeout(
             CONNECT_TIMEOUT,
-            RelayClient::connect(&url, &self.identity, None),
+            RelayClient::connect(&url, &self.identity, self.pending_invite.take()),
         )
         .await;
         let relay = match r {

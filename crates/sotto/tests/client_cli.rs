@@ -17,10 +17,14 @@ struct Relay {
 
 impl Relay {
     fn start(db: &Path, port: u16) -> Self {
+        Self::start_with(db, port, &[])
+    }
+    fn start_with(db: &Path, port: u16, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sotto"))
             .args(["relay", "--listen", &format!("127.0.0.1:{port}"), "--store"])
             .arg(format!("sqlite:{}", db.display()))
             .args(["--sync", "normal"])
+            .args(extra)
             .env("SOTTO_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -295,4 +299,34 @@ fn clear_errors() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("wrong passphrase"));
     // Init twice is refused.
     assert!(u.fails(&["init"]).contains("already exists"));
+}
+
+#[test]
+fn register_on_an_invite_only_relay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("relay.db");
+    let port = free_port();
+    let url = format!("ws://127.0.0.1:{port}/");
+    let relay = Relay::start_with(&db, port, &["--invite-only"]);
+    let u = User {
+        dir: tmp.path().join("frank"),
+    };
+    u.ok(&["init"]);
+    let err = u.fails(&["register", "--relay", &url]);
+    assert!(
+        err.starts_with("error: ") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    // The operator makes a token (the store is shared with the running relay, WAL mode).
+    let o = Command::new(env!("CARGO_BIN_EXE_sotto"))
+        .args(["relay", "invite", "--store"])
+        .arg(format!("sqlite:{}", db.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let token = String::from_utf8(o.stdout).unwrap().trim().to_owned();
+    u.ok(&["register", "--relay", &url, "--invite", &token]);
+    // Registered: later connections need no token.
+    u.ok(&["inbox"]);
+    relay.stop();
 }
