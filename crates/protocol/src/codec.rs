@@ -118,6 +118,17 @@ impl<'a> Reader<'a> {
         std::mem::take(&mut self.input)
     }
 
+    /// Decodes all of `input` with `read`: trailing bytes are an error.
+    pub fn decode_all<T>(
+        input: &'a [u8],
+        read: impl FnOnce(&mut Self) -> Result<T, DecodeError>,
+    ) -> Result<T, DecodeError> {
+        let mut r = Self::new(input);
+        let value = read(&mut r)?;
+        r.finish()?;
+        Ok(value)
+    }
+
     /// Succeeds only if every byte has been consumed.
     pub fn finish(self) -> Result<(), DecodeError> {
         if self.input.is_empty() {

@@ -110,10 +110,7 @@ impl SignedPrekeyPublic {
 
     /// Decodes a record (the signature is checked by [`PrekeyBundle::verify`]).
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(bytes);
-        let v = Self::read(&mut r)?;
-        r.finish()?;
-        Ok(v)
+        Reader::decode_all(bytes, Self::read)
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -146,10 +143,7 @@ impl OneTimePrekeyPublic {
 
     /// Decodes a record.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(bytes);
-        let v = Self::read(&mut r)?;
-        r.finish()?;
-        Ok(v)
+        Reader::decode_all(bytes, Self::read)
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
@@ -173,10 +167,7 @@ impl KemPrekeyPublic {
 
     /// Decodes a record, checking that the key is a valid ML-KEM-768 encapsulation key.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(bytes);
-        let v = Self::read(&mut r)?;
-        r.finish()?;
-        Ok(v)
+        Reader::decode_all(bytes, Self::read)
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
