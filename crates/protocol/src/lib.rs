@@ -81,6 +81,7 @@
 mod aead;
 pub mod codec;
 pub mod error;
+pub mod group;
 pub mod handshake;
 #[cfg(feature = "hazmat")]
 pub mod hazmat;
@@ -90,6 +91,7 @@ mod keys;
 pub mod padding;
 pub mod prekeys;
 pub mod ratchet;
+pub mod roster;
 pub mod safety;
 pub mod sender_keys;
 pub mod session;

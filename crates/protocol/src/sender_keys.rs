@@ -74,6 +74,9 @@ pub enum GroupDecryptError {
     /// Bad signature, bad tag or bad padding.
     #[error("group message failed authentication")]
     AuthenticationFailed,
+    /// The sender is not on the verified roster (the relay delivered for a non-member).
+    #[error("sender is not a member of the verified roster")]
+    NotMember,
 }
 
 /// Why a group message could not be encrypted.
@@ -86,6 +89,12 @@ pub enum GroupEncryptError {
     /// 2^32 messages were sent on this chain; start a new one.
     #[error("sender chain exhausted")]
     ChainExhausted,
+    /// No sending chain for the current roster epoch: rotate first.
+    #[error("no sender chain for this roster epoch")]
+    NoSenderChain,
+    /// We are not (or no longer) a member of the group.
+    #[error("not a member of this group")]
+    NotMember,
 }
 
 /// The header fields of a group message.

@@ -1,0 +1,364 @@
+//! Signed rosters and Sender Keys groups: forgery, wrong hashes and epochs, rotation, removal and
+//! addition secrecy, deferred distributions, snapshots.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use sotto_protocol::IdentityKeyPair;
+use sotto_protocol::group::{
+    DistributionError, DistributionOutcome, GroupSession, ROTATE_AFTER_MESSAGES, ROTATE_AFTER_MS,
+    SenderKeyGroup,
+};
+use sotto_protocol::roster::{
+    MAX_GROUP_SIZE, ROSTER_CHANGE_LEN, Roster, RosterChange, RosterError, RosterOp,
+};
+use sotto_protocol::sender_keys::{GroupDecryptError, GroupEncryptError};
+
+const GID: [u8; 16] = *b"group-under-test";
+
+fn ids(n: u8) -> Vec<IdentityKeyPair> {
+    (0..n)
+        .map(|i| IdentityKeyPair::from_seed(&[i + 1; 32]))
+        .collect()
+}
+
+/// Owner `ids[0]` creates the group and adds everyone else.
+fn roster_of(ids: &[IdentityKeyPair]) -> Roster {
+    let mut r = Roster::create(&ids[0], GID);
+    for m in &ids[1..] {
+        let c = r.propose_add(&ids[0], m.public()).unwrap();
+        r.apply(&c).unwrap();
+    }
+    r
+}
+
+#[test]
+fn roster_round_trips_and_verifies_from_the_log() {
+    let p = ids(4);
+    let r = roster_of(&p);
+    assert_eq!(r.epoch(), 3);
+    assert_eq!(r.members().len(), 4);
+    let again = Roster::decode_log(&r.encode_log()).unwrap();
+    assert_eq!(again, r);
+    for c in r.log() {
+        assert_eq!(c.encode().len(), ROSTER_CHANGE_LEN);
+        assert_eq!(RosterChange::decode(&c.encode()).unwrap(), *c);
+    }
+    // Every truncation and every single-bit flip of the log is rejected.
+    let log = r.encode_log();
+    for n in 0..log.len() {
+        assert!(Roster::decode_log(&log[..n]).is_err());
+    }
+    for bit in (0..log.len() * 8).step_by(7) {
+        let mut t = log.clone();
+        t[bit / 8] ^= 1 << (bit % 8);
+        assert!(Roster::decode_log(&t).is_err(), "bit {bit}");
+    }
+}
+
+#[test]
+fn non_owner_changes_wrong_hash_and_wrong_epoch_are_rejected() {
+    let p = ids(4);
+    let mut r = roster_of(&p[..3]);
+    let before = r.clone();
+    let eve = &p[3];
+    // A member (not the owner) tries to add someone.
+    let forged = RosterChange::sign(
+        &p[1],
+        GID,
+        r.epoch() + 1,
+        r.hash(),
+        RosterOp::Add,
+        eve.public(),
+    );
+    assert_eq!(r.apply(&forged), Err(RosterError::BadSignature));
+    // A member tries to remove another member.
+    let forged = RosterChange::sign(
+        &p[1],
+        GID,
+        r.epoch() + 1,
+        r.hash(),
+        RosterOp::Remove,
+        p[2].public(),
+    );
+    assert_eq!(r.apply(&forged), Err(RosterError::BadSignature));
+    // The owner's own change with a wrong previous hash or epoch.
+    let wrong_hash = RosterChange::sign(
+        &p[0],
+        GID,
+        r.epoch() + 1,
+        [7; 32],
+        RosterOp::Add,
+        eve.public(),
+    );
+    assert_eq!(r.apply(&wrong_hash), Err(RosterError::WrongPreviousHash));
+    for epoch in [r.epoch(), r.epoch() + 2, 0] {
+        let c = RosterChange::sign(&p[0], GID, epoch, r.hash(), RosterOp::Add, eve.public());
+        assert_eq!(r.apply(&c), Err(RosterError::WrongEpoch));
+    }
+    let other_group = RosterChange::sign(
+        &p[0],
+        [9; 16],
+        r.epoch() + 1,
+        r.hash(),
+        RosterOp::Add,
+        eve.public(),
+    );
+    assert_eq!(r.apply(&other_group), Err(RosterError::WrongGroup));
+    // Replaying an old, once-valid change.
+    let old = r.log()[1];
+    assert_eq!(r.apply(&old), Err(RosterError::WrongEpoch));
+    // A leave signed by someone other than the leaver; the owner cannot be removed.
+    let c = RosterChange::sign(
+        &p[0],
+        GID,
+        r.epoch() + 1,
+        r.hash(),
+        RosterOp::Leave,
+        p[1].public(),
+    );
+    assert_eq!(r.apply(&c), Err(RosterError::BadSignature));
+    assert_eq!(
+        r.propose_remove(&p[0], p[0].public()),
+        Err(RosterError::InvalidOperation)
+    );
+    assert_eq!(r.propose_leave(&p[0]), Err(RosterError::InvalidOperation));
+    assert_eq!(
+        r.propose_add(&p[0], p[1].public()),
+        Err(RosterError::InvalidOperation)
+    );
+    assert_eq!(r, before, "rejections leave the roster unchanged");
+    // A valid leave by the member itself.
+    let leave = r.propose_leave(&p[2]).unwrap();
+    r.apply(&leave).unwrap();
+    assert!(!r.is_member(&p[2].public()));
+    // A forged log (member-signed add spliced in) does not verify.
+    let mut log: Vec<RosterChange> = before.log().to_vec();
+    log.push(RosterChange::sign(
+        &p[1],
+        GID,
+        before.epoch() + 1,
+        before.hash(),
+        RosterOp::Add,
+        eve.public(),
+    ));
+    assert_eq!(Roster::from_log(&log), Err(RosterError::BadSignature));
+}
+
+#[test]
+fn group_size_is_bounded() {
+    let owner = IdentityKeyPair::from_seed(&[1; 32]);
+    let mut r = Roster::create(&owner, GID);
+    let mut rng = common::rng(3);
+    for _ in 1..MAX_GROUP_SIZE {
+        let m = IdentityKeyPair::generate(&mut rng);
+        r.apply(&r.propose_add(&owner, m.public()).unwrap())
+            .unwrap();
+    }
+    let extra = IdentityKeyPair::generate(&mut rng);
+    assert_eq!(
+        r.propose_add(&owner, extra.public()),
+        Err(RosterError::Full)
+    );
+}
+
+struct Member {
+    id: IdentityKeyPair,
+    group: SenderKeyGroup,
+}
+
+/// Everyone rotates and installs everyone else's distribution.
+fn rotate_all(members: &mut [Member], rng: &mut impl rand_core::CryptoRng) {
+    let dists: Vec<_> = members
+        .iter_mut()
+        .map(|m| (m.id.public(), m.group.rotate(rng, 0).unwrap()))
+        .collect();
+    for m in members.iter_mut() {
+        for (sender, d) in &dists {
+            if *sender != m.id.public() && m.group.roster().is_member(sender) {
+                assert_eq!(
+                    m.group.process_distribution(sender, d),
+                    Ok(DistributionOutcome::Installed)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn removal_and_addition_secrecy() {
+    let mut rng = common::rng(5);
+    let p = ids(4);
+    let r = roster_of(&p[..3]);
+    let mut ms: Vec<Member> = p[..3]
+        .iter()
+        .map(|id| Member {
+            id: id.clone(),
+            group: SenderKeyGroup::new(id.public(), r.clone()),
+        })
+        .collect();
+    rotate_all(&mut ms, &mut rng);
+    let early = ms[0].group.encrypt(b"before dave").unwrap();
+    let alice = p[0].public();
+    assert_eq!(ms[1].group.decrypt(&alice, &early).unwrap(), b"before dave");
+    assert_eq!(ms[2].group.decrypt(&alice, &early).unwrap(), b"before dave");
+
+    // Carol is removed: everyone applies the change and rotates.
+    let removal = ms[0]
+        .group
+        .roster()
+        .propose_remove(&p[0], p[2].public())
+        .unwrap();
+    let mut carol = ms.pop().unwrap();
+    for m in &mut ms {
+        m.group.apply_change(&removal).unwrap();
+        assert!(m.group.needs_rotation(0));
+        assert_eq!(m.group.encrypt(b"x"), Err(GroupEncryptError::NoSenderChain));
+    }
+    carol.group.apply_change(&removal).unwrap();
+    assert!(!carol.group.is_active());
+    rotate_all(&mut ms, &mut rng);
+    let after = ms[0].group.encrypt(b"after carol").unwrap();
+    assert_eq!(ms[1].group.decrypt(&alice, &after).unwrap(), b"after carol");
+    assert!(carol.group.decrypt(&alice, &after).is_err());
+    // Even with Carol's pre-removal state (a stolen copy), the new chain is unknown.
+    let mut stolen = SenderKeyGroup::new(p[2].public(), r.clone());
+    let d_old = ms[1].group.current_distribution().unwrap();
+    assert_eq!(
+        stolen.process_distribution(&p[1].public(), &d_old),
+        Ok(DistributionOutcome::Deferred),
+        "a key for a later epoch is held, not installed"
+    );
+    assert_eq!(
+        stolen.decrypt(&alice, &after),
+        Err(GroupDecryptError::UnknownChain)
+    );
+    // And Carol's messages are no longer accepted from her.
+    assert_eq!(
+        ms[1].group.decrypt(&p[2].public(), &early),
+        Err(GroupDecryptError::NotMember)
+    );
+
+    // Dave is added later: he cannot read what was sent before.
+    let add = ms[0]
+        .group
+        .roster()
+        .propose_add(&p[0], p[3].public())
+        .unwrap();
+    for m in &mut ms {
+        m.group.apply_change(&add).unwrap();
+    }
+    let mut roster_d = ms[0].group.roster().clone();
+    roster_d = Roster::decode_log(&roster_d.encode_log()).unwrap();
+    ms.push(Member {
+        id: p[3].clone(),
+        group: SenderKeyGroup::new(p[3].public(), roster_d),
+    });
+    rotate_all(&mut ms, &mut rng);
+    for old in [&early, &after] {
+        assert!(ms[2].group.decrypt(&alice, old).is_err());
+    }
+    let now = ms[0].group.encrypt(b"welcome dave").unwrap();
+    assert_eq!(ms[2].group.decrypt(&alice, &now).unwrap(), b"welcome dave");
+    assert_eq!(ms[1].group.decrypt(&alice, &now).unwrap(), b"welcome dave");
+}
+
+#[test]
+fn distributions_from_non_members_and_other_rosters_are_refused() {
+    let mut rng = common::rng(6);
+    let p = ids(4);
+    let r = roster_of(&p[..3]);
+    let mut bob = SenderKeyGroup::new(p[1].public(), r.clone());
+    let mut eve_view = SenderKeyGroup::new(p[3].public(), {
+        // Eve builds her own roster for the same group id that lists her.
+        let mut own = Roster::create(&p[3], GID);
+        own.apply(&own.propose_add(&p[3], p[1].public()).unwrap())
+            .unwrap();
+        own.apply(&own.propose_add(&p[3], p[2].public()).unwrap())
+            .unwrap();
+        own
+    });
+    let d = eve_view.rotate(&mut rng, 0).unwrap();
+    let before = bob.snapshot();
+    assert_eq!(
+        bob.process_distribution(&p[3].public(), &d),
+        Err(DistributionError::NotMember)
+    );
+    assert_eq!(bob.snapshot(), before, "refused: unchanged");
+    let mut alice = SenderKeyGroup::new(p[0].public(), r.clone());
+    let d_old = alice.rotate(&mut rng, 0).unwrap();
+    // The roster moves on; a key for the old epoch is another roster's.
+    let c = r.propose_remove(&p[0], p[2].public()).unwrap();
+    bob.apply_change(&c).unwrap();
+    assert_eq!(
+        bob.process_distribution(&p[0].public(), &d_old),
+        Err(DistributionError::AnotherRoster)
+    );
+    // A message from a relay-injected non-member is refused before any crypto.
+    let mut eve_msgs = eve_view.clone();
+    let m = eve_msgs.encrypt(b"i am in").unwrap();
+    assert_eq!(
+        bob.decrypt(&p[3].public(), &m),
+        Err(GroupDecryptError::NotMember)
+    );
+}
+
+#[test]
+fn deferred_distribution_installs_when_the_roster_catches_up() {
+    let mut rng = common::rng(7);
+    let p = ids(3);
+    let r = roster_of(&p[..3]);
+    let mut alice = SenderKeyGroup::new(p[0].public(), r.clone());
+    let mut bob = SenderKeyGroup::new(p[1].public(), r.clone());
+    let mut carol = SenderKeyGroup::new(p[2].public(), r.clone());
+    let leave = r.propose_leave(&p[2]).unwrap();
+    // Alice processes the leave and rotates; Bob receives her key before the leave itself.
+    alice.apply_change(&leave).unwrap();
+    carol.apply_change(&leave).unwrap();
+    let d = alice.rotate(&mut rng, 0).unwrap();
+    assert_eq!(
+        bob.process_distribution(&p[0].public(), &d),
+        Ok(DistributionOutcome::Deferred)
+    );
+    let m = alice.encrypt(b"hi").unwrap();
+    assert_eq!(
+        bob.decrypt(&p[0].public(), &m),
+        Err(GroupDecryptError::UnknownChain)
+    );
+    bob.apply_change(&leave).unwrap();
+    assert_eq!(bob.decrypt(&p[0].public(), &m).unwrap(), b"hi");
+}
+
+#[test]
+fn rotation_schedule_and_snapshots() {
+    let mut rng = common::rng(8);
+    let p = ids(2);
+    let r = roster_of(&p);
+    let mut a = SenderKeyGroup::new(p[0].public(), r.clone());
+    let mut b = SenderKeyGroup::new(p[1].public(), r);
+    assert!(a.needs_rotation(0));
+    let d = a.rotate(&mut rng, 1_000).unwrap();
+    b.process_distribution(&p[0].public(), &d).unwrap();
+    assert!(!a.needs_rotation(1_000));
+    assert!(a.needs_rotation(1_000 + ROTATE_AFTER_MS));
+    let mut msgs = Vec::new();
+    for i in 0..ROTATE_AFTER_MESSAGES {
+        assert!(!a.needs_rotation(2_000));
+        msgs.push(a.encrypt(format!("m{i}").as_bytes()).unwrap());
+    }
+    assert!(a.needs_rotation(2_000), "1000 messages: rotate");
+    // Snapshots survive a restart on both sides; skipped seeds stay bounded.
+    let last = msgs.pop().unwrap();
+    let mut b2 = SenderKeyGroup::restore(&b.snapshot()).unwrap();
+    assert_eq!(b2.decrypt(&p[0].public(), &last).unwrap(), b"m999");
+    assert_eq!(b2.skipped_count(), 999);
+    let a2 = SenderKeyGroup::restore(&a.snapshot()).unwrap();
+    assert_eq!(a2.snapshot(), a.snapshot());
+    assert_eq!(a2.own_iteration(), Some(ROTATE_AFTER_MESSAGES));
+    // Truncated snapshots are errors, not panics.
+    let snap = b2.snapshot();
+    for n in (0..snap.len()).step_by(97) {
+        assert!(SenderKeyGroup::restore(&snap[..n]).is_err());
+    }
+}
