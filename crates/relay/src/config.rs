@@ -78,3 +78,91 @@ impl Default for RelayConfig {
         }
     }
 }
+
+/// Where a relay keeps its state, as given to `sotto relay --store`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// `sqlite:PATH`: one SQLite file, for a single relay process.
+    Sqlite(std::path::PathBuf),
+    /// `postgres://...` or `postgresql://...`: a PostgreSQL database that several relay processes
+    /// may share. The URL is kept whole (it is passed to the driver).
+    Postgres(String),
+}
+
+impl std::fmt::Debug for StoreLocation {
+    /// Shows the PostgreSQL URL without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+            Self::Postgres(url) => write!(f, "{}", redact_url(url)),
+        }
+    }
+}
+
+/// The URL with any password between `user:` and `@` replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// A `--store` value that is neither `sqlite:PATH` nor a PostgreSQL URL.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown store {0:?}: expected sqlite:PATH or postgres://USER@HOST:PORT/DATABASE")]
+pub struct BadStoreLocation(String);
+
+impl std::str::FromStr for StoreLocation {
+    type Err = BadStoreLocation;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = s.strip_prefix("sqlite:").filter(|p| !p.is_empty()) {
+            return Ok(Self::Sqlite(path.into()));
+        }
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            return Ok(Self::Postgres(s.to_owned()));
+        }
+        Err(BadStoreLocation(redact_url(s)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_locations_parse() {
+        assert_eq!(
+            "sqlite:/var/lib/sotto/relay.db"
+                .parse::<StoreLocation>()
+                .ok(),
+            Some(StoreLocation::Sqlite("/var/lib/sotto/relay.db".into()))
+        );
+        assert_eq!(
+            "postgresql://u@h/db".parse::<StoreLocation>().ok(),
+            Some(StoreLocation::Postgres("postgresql://u@h/db".into()))
+        );
+        assert!("sqlite:".parse::<StoreLocation>().is_err());
+        assert!("mysql://u@h/db".parse::<StoreLocation>().is_err());
+        assert!("relay.db".parse::<StoreLocation>().is_err());
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        let url = "postgres://sotto:s3cret@db.example:5432/sotto?sslmode=disable";
+        let shown = format!("{:?}", url.parse::<StoreLocation>().ok());
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("sotto:***@db.example:5432/sotto"), "{shown}");
+        let err = "postgre://a:pw@h/db".parse::<StoreLocation>().err();
+        assert!(!format!("{err:?}").contains("pw@"));
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

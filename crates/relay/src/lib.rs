@@ -26,5 +26,5 @@ pub mod metrics;
 pub mod server;
 pub mod store;
 
-pub use config::RelayConfig;
+pub use config::{RelayConfig, StoreLocation};
 pub use server::{Relay, TlsError, now_ms, tls_acceptor};

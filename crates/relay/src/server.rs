@@ -58,7 +58,8 @@ use tokio_util::task::TaskTracker;
 use crate::config::RelayConfig;
 use crate::metrics::Metrics;
 use crate::store::{
-    EnqueueOutcome, EnqueuePolicy, NewMessage, Registration, Store, StoredMessage, UploadOutcome,
+    EnqueueOutcome, EnqueuePolicy, NewMessage, Registration, RemoteEvent, Store, StoredMessage,
+    UploadOutcome,
 };
 
 /// Messages per page when reading a mailbox from the store.
@@ -100,6 +101,9 @@ enum HubMsg {
 enum Push {
     Deliver(Arc<StoredMessage>),
     Notice(Box<RelayFrame>),
+    /// Another relay process stored messages for this connection's identity: re-read the store
+    /// (the sender of this set `lagging`).
+    Wake,
 }
 
 struct LiveHandle {
@@ -122,6 +126,9 @@ struct Shared<S> {
     id_fetches: DefaultKeyedRateLimiter<[u8; 32]>,
     shutdown: CancellationToken,
     ws_config: WebSocketConfig,
+    /// Other relay processes write to the same store: a pushed message is delivered directly only
+    /// if its id follows the last one delivered (see [`Store::subscribe`]).
+    shared_store: bool,
 }
 
 /// A relay over one store. Create it inside a Tokio runtime, then [`Relay::serve`].
@@ -134,6 +141,7 @@ impl<S: Store> Relay<S> {
     /// Creates the relay and starts its background tasks (send sequencer, TTL expiry).
     pub fn new(store: S, config: RelayConfig) -> Self {
         let (hub, hub_rx) = mpsc::channel(16 * 1024);
+        let remote = store.subscribe();
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(config.read_buffer_size)
             // Frames fed between flushes go out in one write; an idle connection keeps none.
@@ -159,8 +167,12 @@ impl<S: Store> Relay<S> {
             ),
             shutdown: CancellationToken::new(),
             ws_config,
+            shared_store: remote.is_some(),
             config,
         });
+        if let Some(remote) = remote {
+            tokio::spawn(remote_wakeups(shared.clone(), remote));
+        }
         tokio::spawn(sequencer(shared.clone(), hub_rx));
         tokio::spawn(housekeeping(shared.clone()));
         Self {
@@ -684,12 +696,19 @@ impl<S: Store> Session<S> {
     async fn push(&mut self, push: Push) -> Result<(), End> {
         match push {
             Push::Deliver(m) => {
-                if m.delivery_id > self.last_delivered {
-                    self.deliver(&m).await?;
+                if m.delivery_id <= self.last_delivered {
+                    Ok(())
+                } else if self.conn.shared.shared_store && m.delivery_id != self.last_delivered + 1
+                {
+                    // Another relay may have committed the ids in between: read them in order.
+                    self.lagging.store(true, Ordering::Release);
+                    Ok(())
+                } else {
+                    self.deliver(&m).await
                 }
-                Ok(())
             }
             Push::Notice(frame) => self.conn.feed(&frame).await,
+            Push::Wake => Ok(()),
         }
     }
 
@@ -867,6 +886,27 @@ fn push_live<S>(shared: &Shared<S>, m: Arc<StoredMessage>) {
     if let Err(mpsc::error::TrySendError::Full(_)) = h.pushes.try_send(Push::Deliver(m)) {
         h.lagging.store(true, Ordering::Release);
         shared.metrics.delivery_queue_overflows.inc();
+    }
+}
+
+/// Wakes the live connections of recipients that other relay processes stored messages for: each
+/// re-reads its mailbox from the store.
+async fn remote_wakeups<S: Store>(shared: Arc<Shared<S>>, mut events: mpsc::Receiver<RemoteEvent>) {
+    let wake = |h: &LiveHandle| {
+        // Whoever set `lagging` first has queued a push, so the connection will catch up.
+        if !h.lagging.swap(true, Ordering::AcqRel) {
+            let _ = h.pushes.try_send(Push::Wake);
+        }
+    };
+    while let Some(event) = events.recv().await {
+        match event {
+            RemoteEvent::NewMessages(identity) => {
+                if let Some(h) = lock(&shared.live).get(&identity) {
+                    wake(h);
+                }
+            }
+            RemoteEvent::Resync => lock(&shared.live).values().for_each(wake),
+        }
     }
 }
 

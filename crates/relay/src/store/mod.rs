@@ -1,5 +1,6 @@
-//! Durable storage behind one trait, so backends (embedded SQLite now, PostgreSQL later) plug in
-//! without touching the protocol handling in [`crate::server`].
+//! Durable storage behind one trait, so backends (embedded SQLite for one relay process,
+//! PostgreSQL for several sharing one database) plug in without touching the protocol handling in
+//! [`crate::server`].
 //!
 //! The relay relies on these guarantees from every backend:
 //!
@@ -10,6 +11,7 @@
 //! - Every operation that names an identity acts on that identity's rows only (the caller passes
 //!   the *authenticated* identity for acks and uploads).
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::future::Future;
@@ -18,6 +20,7 @@ use sotto_protocol::IdentityKey;
 use sotto_wire::{BundleIn, MessageId, PrekeyCounts, RelayId, UploadPrekeysOut};
 use thiserror::Error;
 
+pub use postgres::{PgOptions, PostgresStore};
 pub use sqlite::SqliteStore;
 
 /// A storage failure. Its `Display` never contains message bodies or keys.
@@ -110,6 +113,17 @@ pub enum UploadOutcome {
     Limit,
 }
 
+/// What the other relay processes sharing a store did (see [`Store::subscribe`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum RemoteEvent {
+    /// Another process stored new messages for this recipient.
+    NewMessages(IdentityKey),
+    /// Events may have been missed (the subscription was just (re)established): every connected
+    /// recipient should re-read its mailbox.
+    Resync,
+}
+
 /// Durable relay state. All methods are safe to call concurrently.
 pub trait Store: Send + Sync + 'static {
     /// The relay's stable id (created with the store).
@@ -161,6 +175,32 @@ pub trait Store: Send + Sync + 'static {
         policy: EnqueuePolicy,
     ) -> impl Future<Output = Result<Vec<EnqueueOutcome>, StoreError>> + Send;
 
+    /// Durably stores one message from `sender` for each of `recipients` (a group fan-out,
+    /// frame `0x47`): one mailbox entry per recipient, all in **one** transaction, in the order
+    /// given, each recipient's mailbox limits applied as in [`Store::enqueue`]. Returns one
+    /// outcome per recipient, in the same order. The caller bounds `recipients` (at most
+    /// `sotto_wire::MAX_MULTI_RECIPIENTS`, no duplicates). A backend may implement it as one
+    /// [`Store::enqueue`] of one [`NewMessage`] per recipient, which is what the default does.
+    fn enqueue_multi(
+        &self,
+        sender: IdentityKey,
+        recipients: Vec<IdentityKey>,
+        message_id: MessageId,
+        body: Vec<u8>,
+        policy: EnqueuePolicy,
+    ) -> impl Future<Output = Result<Vec<EnqueueOutcome>, StoreError>> + Send {
+        let messages = recipients
+            .into_iter()
+            .map(|recipient| NewMessage {
+                recipient,
+                sender,
+                message_id,
+                body: body.clone(),
+            })
+            .collect();
+        self.enqueue(messages, policy)
+    }
+
     /// Up to `limit` unexpired messages for `recipient` with a delivery id above `after`, in
     /// delivery-id order.
     fn pending(
@@ -181,4 +221,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes every message whose TTL has passed. Returns how many were deleted.
     fn expire(&self, now_ms: u64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// For a store that several relay processes share: starts watching for messages the other
+    /// processes store and returns those events; `None` (the default) for a store only this
+    /// process writes. Call it once, from within a Tokio runtime.
+    ///
+    /// When this returns `Some`, the relay pushes a message it enqueued itself only if its
+    /// delivery id follows the last one delivered on that connection, and otherwise re-reads the
+    /// mailbox (another process may have committed the ids in between). Backends should therefore
+    /// assign consecutive ids per recipient, so the common case needs no read.
+    fn subscribe(&self) -> Option<tokio::sync::mpsc::Receiver<RemoteEvent>> {
+        None
+    }
 }

@@ -4,13 +4,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, Subcommand, ValueEnum};
 use serde::Deserialize;
 use sotto_relay::store::sqlite::Durability;
-use sotto_relay::store::{SqliteStore, Store};
-use sotto_relay::{Relay, RelayConfig};
+use sotto_relay::store::{PgOptions, PostgresStore, SqliteStore, Store};
+use sotto_relay::{Relay, RelayConfig, StoreLocation};
 
 /// Run the sotto relay: an untrusted WebSocket relay that stores ciphertext for offline
 /// recipients and serves prekey bundles.
@@ -63,9 +63,14 @@ struct ServeArgs {
         value_name = "ADDR"
     )]
     listen: SocketAddr,
-    /// Where messages and prekeys are kept: `sqlite:PATH` [default: sqlite:$XDG_DATA_HOME/sotto/relay.db].
+    /// Where messages and prekeys are kept: `sqlite:PATH` for one relay process, or
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE` for several relays sharing one database
+    /// [default: sqlite:$XDG_DATA_HOME/sotto/relay.db].
     #[arg(long, env = "SOTTO_RELAY_STORE", value_name = "URL")]
     store: Option<String>,
+    /// PostgreSQL connections per relay process (plus one for LISTEN).
+    #[arg(long, env = "SOTTO_RELAY_PG_POOL", default_value_t = 16)]
+    pg_pool: usize,
     /// Time to live of undelivered messages (e.g. `30d`, `12h`, `90s`).
     #[arg(long, env = "SOTTO_RELAY_TTL", default_value = "30d", value_parser = humantime::parse_duration)]
     ttl: Duration,
@@ -129,6 +134,7 @@ struct ServeArgs {
 struct ConfigFile {
     listen: Option<SocketAddr>,
     store: Option<String>,
+    pg_pool: Option<usize>,
     ttl: Option<String>,
     invite_only: Option<bool>,
     tls_cert: Option<PathBuf>,
@@ -186,6 +192,7 @@ fn apply_file(args: &mut ServeArgs, matches: Option<&ArgMatches>) -> anyhow::Res
     }
     take!(listen);
     take!(opt store);
+    take!(pg_pool);
     take!(dur ttl);
     take!(invite_only);
     take!(opt tls_cert);
@@ -216,22 +223,45 @@ fn default_store() -> anyhow::Result<String> {
     Ok(format!("sqlite:{}", base.join("sotto/relay.db").display()))
 }
 
-fn open_store(url: Option<&str>, durability: Durability) -> anyhow::Result<SqliteStore> {
+/// An opened store of either kind.
+enum AnyStore {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+async fn open_store(
+    url: Option<&str>,
+    durability: Durability,
+    pg_pool: usize,
+) -> anyhow::Result<AnyStore> {
     let url = match url {
         Some(u) => u.to_owned(),
         None => default_store()?,
     };
-    let Some(path) = url.strip_prefix("sqlite:") else {
-        if url.starts_with("postgres") {
-            bail!("PostgreSQL stores are not supported yet; use --store sqlite:PATH");
+    match url.parse::<StoreLocation>()? {
+        StoreLocation::Sqlite(path) => {
+            let path = Path::new(&path);
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let store = SqliteStore::open(path, durability)
+                .with_context(|| format!("opening store {}", path.display()))?;
+            Ok(AnyStore::Sqlite(store))
         }
-        bail!("unknown store {url:?}; expected sqlite:PATH");
-    };
-    let path = Path::new(path);
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        StoreLocation::Postgres(url) => {
+            let options = PgOptions {
+                pool_size: pg_pool,
+                ..PgOptions::default()
+            };
+            let store = PostgresStore::connect(&url, options)
+                .await
+                .with_context(|| {
+                    format!("opening store {}", sotto_relay::config::redact_url(&url))
+                })?;
+            Ok(AnyStore::Postgres(store))
+        }
     }
-    SqliteStore::open(path, durability).with_context(|| format!("opening store {}", path.display()))
 }
 
 fn init_logging() {
@@ -263,19 +293,31 @@ pub(crate) fn main(mut args: RelayArgs, matches: Option<&ArgMatches>) -> anyhow:
 }
 
 fn invite(args: InviteArgs) -> anyhow::Result<()> {
-    let store = open_store(args.store.as_deref(), Durability::Full)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match open_store(args.store.as_deref(), Durability::Full, 1).await? {
+            AnyStore::Sqlite(s) => create_invite(&s, args.expires).await,
+            AnyStore::Postgres(s) => create_invite(&s, args.expires).await,
+        }
+    })
+}
+
+async fn create_invite<S: Store>(store: &S, expires: Duration) -> anyhow::Result<()> {
     let mut raw = [0u8; 16];
     getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
     let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
     let token = format!("sotto-invite-{token}");
-    let expires = sotto_relay::now_ms().saturating_add(args.expires.as_millis() as u64);
-    let rt = tokio::runtime::Builder::new_current_thread().build()?;
-    rt.block_on(store.create_invite(token.clone().into_bytes(), expires))
+    let until = sotto_relay::now_ms().saturating_add(expires.as_millis() as u64);
+    store
+        .create_invite(token.clone().into_bytes(), until)
+        .await
         .context("storing the invite")?;
     println!("{token}");
     eprintln!(
         "valid for {}; give it to one new user (it registers one identity)",
-        humantime::format_duration(args.expires)
+        humantime::format_duration(expires)
     );
     Ok(())
 }
@@ -285,7 +327,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Sync::Full => Durability::Full,
         Sync::Normal => Durability::Normal,
     };
-    let store = open_store(args.store.as_deref(), durability)?;
+    match open_store(args.store.as_deref(), durability, args.pg_pool).await? {
+        AnyStore::Sqlite(store) => serve_with(store, args).await,
+        AnyStore::Postgres(store) => serve_with(store, args).await,
+    }
+}
+
+async fn serve_with<S: Store>(store: S, args: ServeArgs) -> anyhow::Result<()> {
     let relay_id = store.relay_id();
     let config = RelayConfig {
         invite_only: args.invite_only,
