@@ -41,6 +41,7 @@
 )]
 
 mod client;
+pub mod forensics;
 pub mod invite;
 mod payload;
 pub mod rng;

@@ -38,6 +38,8 @@ enum Command {
     Inbox(cmd::inbox::InboxArgs),
     /// Print new incoming messages (`--follow` to keep listening).
     Recv(cmd::recv::RecvArgs),
+    /// Prove each security property live against an attacker in the path, with evidence.
+    Demo(cmd::demo::DemoArgs),
 }
 
 /// Errors are printed as one line, `error: what failed: why`, whatever `RUST_BACKTRACE` says:
@@ -67,5 +69,6 @@ fn run() -> anyhow::Result<()> {
         Command::Send(a) => cmd::send::main(a),
         Command::Inbox(a) => cmd::inbox::main(a),
         Command::Recv(a) => cmd::recv::main(a),
+        Command::Demo(a) => cmd::demo::main(a),
     }
 }

@@ -3,6 +3,7 @@
 pub(crate) mod bench;
 pub(crate) mod contact;
 pub(crate) mod contacts;
+pub(crate) mod demo;
 pub(crate) mod inbox;
 pub(crate) mod init;
 pub(crate) mod invite;

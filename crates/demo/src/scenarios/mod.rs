@@ -1,0 +1,36 @@
+//! One module per property. Each builds its own relay, proxy and profiles, attacks, and returns
+//! an [`Outcome`](crate::Outcome). To add a scene, write a module with a type implementing
+//! [`Scenario`](crate::Scenario) and list it in [`all`].
+
+use sotto_client::Client;
+
+use crate::Outcome;
+use crate::proxy::FrameLog;
+
+pub mod confidentiality;
+
+/// Every scenario, in the order the demo runs them.
+pub fn all() -> Vec<Box<dyn crate::Scenario>> {
+    vec![Box::new(confidentiality::Confidentiality)]
+}
+
+/// Records the display names of clients in the outcome.
+pub(crate) fn name(o: &mut Outcome, c: &Client, name: &str) {
+    o.names.push((c.identity(), name.to_owned()));
+}
+
+/// Whether any 8-byte window of `needle` (or all of it, if shorter) occurs in `hay`.
+pub(crate) fn leaks(hay: &[u8], needle: &[u8]) -> bool {
+    let w = needle.len().min(8);
+    if w == 0 || hay.len() < w {
+        return false;
+    }
+    needle
+        .windows(w)
+        .any(|n| hay.windows(w).any(|h| h == n))
+}
+
+/// The frames of `log` that carry message bodies (`Send` and `Deliver`).
+pub(crate) fn message_frames(log: &[FrameLog]) -> impl Iterator<Item = &FrameLog> {
+    log.iter().filter(|f| f.body.is_some())
+}
