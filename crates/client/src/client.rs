@@ -237,7 +237,7 @@ impl Drop for OutboxEntry {
 /// The client: an open profile and, when online, an authenticated relay connection.
 pub struct Client {
     dir: PathBuf,
-    store: Store,
+    pub(crate) store: Store,
     identity: IdentityKeyPair,
     prekeys: PrekeyStore,
     account: Account,
@@ -665,7 +665,7 @@ impl Client {
             .collect()
     }
 
-    fn contact_by_name(&self, name: &str) -> Result<(i64, Contact), Error> {
+    pub(crate) fn contact_by_name(&self, name: &str) -> Result<(i64, Contact), Error> {
         self.contact_rows()?
             .into_iter()
             .find(|(_, c)| c.name == name)

@@ -42,6 +42,7 @@
 
 mod client;
 pub mod forensics;
+mod history;
 pub mod invite;
 mod payload;
 pub mod rng;

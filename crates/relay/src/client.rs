@@ -197,6 +197,31 @@ impl RelayClient {
         }
     }
 
+    /// Sends one message to several recipients (frame `0x47`, a group fan-out) and waits until
+    /// the relay stored it for all of them (`Ok`), or reports the first failure (the entries for
+    /// the other recipients are stored all the same).
+    pub async fn send_multi(
+        &mut self,
+        recipients: Vec<IdentityKey>,
+        message_id: MessageId,
+        body: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        self.send_frame(&ClientFrame::SendMulti(sotto_wire::SendMultiOut {
+            recipients,
+            message_id,
+            body,
+        }))
+        .await?;
+        self.wait_for(|f| match f {
+            RelayFrame::Accepted(id) if *id == message_id => Some(Ok(())),
+            RelayFrame::Error(e) if e.context == ErrorContext::Message(message_id) => {
+                Some(Err(ClientError::Rejected(*e)))
+            }
+            _ => None,
+        })
+        .await
+    }
+
     /// Sends a message and waits until the relay has stored it durably.
     pub async fn send(
         &mut self,

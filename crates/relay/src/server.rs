@@ -96,6 +96,14 @@ enum HubMsg {
         reply: mpsc::Sender<Reply>,
     },
     Flush(oneshot::Sender<()>),
+    /// A group fan-out (frame `0x47`): one body, one mailbox entry per recipient.
+    SendMulti {
+        sender: IdentityKey,
+        recipients: Vec<IdentityKey>,
+        message_id: sotto_wire::MessageId,
+        body: Vec<u8>,
+        reply: mpsc::Sender<Reply>,
+    },
 }
 
 enum Push {
@@ -757,6 +765,7 @@ impl<S: Store> Session<S> {
         if self.limiter.check().is_err() {
             let context = match &frame {
                 ClientFrame::Send(s) => ErrorContext::Message(s.message_id),
+                ClientFrame::SendMulti(s) => ErrorContext::Message(s.message_id),
                 _ => ErrorContext::None,
             };
             return self.conn.error(ErrorCode::RateLimited, context).await;
@@ -783,6 +792,46 @@ impl<S: Store> Session<S> {
                     .hub
                     .send(HubMsg::Send {
                         message,
+                        reply: self.replies_tx.clone(),
+                    })
+                    .await
+                    .is_err()
+                {
+                    return Err(End::Fatal(ErrorCode::ShuttingDown));
+                }
+                Ok(())
+            }
+            ClientFrame::SendMulti(s) => {
+                // Charged to the sender's quota: one send per recipient.
+                let n = NonZeroU32::new(u32::try_from(s.recipients.len()).unwrap_or(u32::MAX))
+                    .unwrap_or(NonZeroU32::MIN);
+                if !matches!(
+                    shared.id_sends.check_key_n(self.identity.as_bytes(), n),
+                    Ok(Ok(()))
+                ) {
+                    return self
+                        .conn
+                        .error(ErrorCode::RateLimited, ErrorContext::Message(s.message_id))
+                        .await;
+                }
+                if s.recipients.contains(&self.identity) {
+                    return self
+                        .conn
+                        .error(
+                            ErrorCode::ProtocolViolation,
+                            ErrorContext::Message(s.message_id),
+                        )
+                        .await;
+                }
+                self.inflight += 1;
+                shared.metrics.send_queue_depth.inc();
+                if shared
+                    .hub
+                    .send(HubMsg::SendMulti {
+                        sender: self.identity,
+                        recipients: s.recipients,
+                        message_id: s.message_id,
+                        body: s.body,
                         reply: self.replies_tx.clone(),
                     })
                     .await
@@ -918,6 +967,7 @@ async fn sequencer<S: Store>(shared: Arc<Shared<S>>, mut rx: mpsc::Receiver<HubM
         let mut messages = Vec::with_capacity(inbox.len());
         let mut replies = Vec::with_capacity(inbox.len());
         let mut flushes = Vec::new();
+        let mut multis = Vec::new();
         for msg in inbox.drain(..) {
             match msg {
                 HubMsg::Send { message, reply } => {
@@ -925,6 +975,7 @@ async fn sequencer<S: Store>(shared: Arc<Shared<S>>, mut rx: mpsc::Receiver<HubM
                     messages.push(message);
                 }
                 HubMsg::Flush(done) => flushes.push(done),
+                m @ HubMsg::SendMulti { .. } => multis.push(m),
             }
         }
         let n = messages.len();
@@ -969,10 +1020,75 @@ async fn sequencer<S: Store>(shared: Arc<Shared<S>>, mut rx: mpsc::Receiver<HubM
                 }
             }
         }
+        // Fan-outs after the single sends of this batch (a client waits for each reply before
+        // its next send, so this never reorders one sender's messages).
+        for m in multis {
+            enqueue_multi(&shared, m).await;
+        }
         for done in flushes {
             let _ = done.send(());
         }
     }
+}
+
+/// Stores one group fan-out (one transaction), pushes each entry to its recipient, and answers
+/// `Accepted` if every recipient got it, else the first failure (the others are stored).
+async fn enqueue_multi<S: Store>(shared: &Arc<Shared<S>>, msg: HubMsg) {
+    let HubMsg::SendMulti {
+        sender,
+        recipients,
+        message_id,
+        body,
+        reply,
+    } = msg
+    else {
+        return;
+    };
+    let c = &shared.config;
+    let policy = EnqueuePolicy {
+        now_ms: now_ms(),
+        ttl_ms: c.ttl.as_millis() as u64,
+        max_messages: c.mailbox_max_messages,
+        max_bytes: c.mailbox_max_bytes,
+    };
+    let n = recipients.len();
+    let started = Instant::now();
+    let result = shared
+        .store
+        .enqueue_multi(sender, recipients, message_id, body, policy)
+        .await;
+    let m = &shared.metrics;
+    m.store_latency.observe(started.elapsed().as_secs_f64());
+    m.store_batch_size.observe(n as f64);
+    m.send_queue_depth.dec();
+    let frame = match result {
+        Ok(outcomes) => {
+            let mut failure = None;
+            for outcome in outcomes {
+                match outcome {
+                    EnqueueOutcome::Stored(stored) => {
+                        m.messages_accepted.inc();
+                        push_live(shared, Arc::new(stored));
+                    }
+                    EnqueueOutcome::QuotaFull => {
+                        failure.get_or_insert(ErrorCode::QuotaFull);
+                    }
+                    EnqueueOutcome::UnknownRecipient => {
+                        failure.get_or_insert(ErrorCode::UnknownRecipient);
+                    }
+                }
+            }
+            match failure {
+                None => RelayFrame::Accepted(message_id),
+                Some(code) => rejection(m, code, message_id),
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, recipients = n, "durable fan-out failed");
+            rejection(m, ErrorCode::Internal, message_id)
+        }
+    };
+    let _ = reply.try_send(frame);
 }
 
 fn rejection(m: &Metrics, code: ErrorCode, message_id: sotto_wire::MessageId) -> RelayFrame {

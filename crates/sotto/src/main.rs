@@ -38,8 +38,12 @@ enum Command {
     Inbox(cmd::inbox::InboxArgs),
     /// Print new incoming messages (`--follow` to keep listening).
     Recv(cmd::recv::RecvArgs),
+    /// Group chats (`sotto group create|add|remove|leave|members|send`).
+    Group(cmd::group::GroupArgs),
     /// Prove each security property live against an attacker in the path, with evidence.
     Demo(cmd::demo::DemoArgs),
+    /// Chat in the terminal (a full-screen UI; `?` shows the keys).
+    Chat(cmd::chat::ChatArgs),
 }
 
 /// Errors are printed as one line, `error: what failed: why`, whatever `RUST_BACKTRACE` says:
@@ -69,6 +73,8 @@ fn run() -> anyhow::Result<()> {
         Command::Send(a) => cmd::send::main(a),
         Command::Inbox(a) => cmd::inbox::main(a),
         Command::Recv(a) => cmd::recv::main(a),
+        Command::Group(a) => cmd::group::main(a),
         Command::Demo(a) => cmd::demo::main(a),
+        Command::Chat(a) => cmd::chat::main(a),
     }
 }

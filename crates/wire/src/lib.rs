@@ -65,6 +65,8 @@ pub const MAX_PREKEYS_PER_UPLOAD: usize = 100;
 pub const MAX_ACKS_PER_FRAME: usize = 1024;
 /// Maximum length of an invite token.
 pub const MAX_INVITE_LEN: usize = 64;
+/// Maximum recipients of one `SendMulti` (a group of 256 members fans out to 255).
+pub const MAX_MULTI_RECIPIENTS: usize = 255;
 /// Domain-separation tag that starts every signed relay authentication message. Prekey
 /// signatures sign bytes that start with `0x05` or `0x0A`, so the two can never collide.
 pub const AUTH_TAG: &[u8; 19] = b"sotto-relay-auth-v1";
@@ -339,6 +341,28 @@ impl fmt::Debug for SendOut {
     }
 }
 
+/// `SendMulti`: one opaque message (a group message, encrypted once) for several recipients.
+/// The relay stores it as one mailbox entry per recipient, in one durable batch.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SendMultiOut {
+    /// The recipients, 1 to [`MAX_MULTI_RECIPIENTS`], no duplicates.
+    pub recipients: Vec<IdentityKey>,
+    /// The sender's message id (the same for every recipient).
+    pub message_id: MessageId,
+    /// Opaque ciphertext, at most [`MAX_BODY_LEN`] bytes.
+    pub body: Vec<u8>,
+}
+
+impl fmt::Debug for SendMultiOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendMultiOut")
+            .field("recipients", &self.recipients.len())
+            .field("message_id", &self.message_id)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
 /// A frame from a client to the relay.
 #[derive(Clone, PartialEq, Eq, Debug)]
 #[non_exhaustive]
@@ -355,6 +379,8 @@ pub enum ClientFrame {
     Ack(Vec<u64>),
     /// `0x46`: liveness probe; the relay answers `Pong` with the same value.
     Ping(u64),
+    /// `0x47`: send one message to several recipients (group fan-out).
+    SendMulti(SendMultiOut),
 }
 
 /// One delivered message.
@@ -583,6 +609,16 @@ impl ClientFrame {
                 w.put_u64(*v);
                 w
             }
+            Self::SendMulti(s) => {
+                let mut w = header(0x47, 4 + 32 * s.recipients.len() + 16 + 4 + s.body.len());
+                w.put_u32(u32::try_from(s.recipients.len()).unwrap_or(u32::MAX));
+                for r in &s.recipients {
+                    w.extend_from_slice(r.as_bytes());
+                }
+                w.extend_from_slice(&s.message_id.0);
+                w.put_var_bytes(&s.body);
+                w
+            }
         }
     }
 
@@ -627,6 +663,27 @@ impl ClientFrame {
                 Self::Ack(ids)
             }
             0x46 => Self::Ping(r.u64()?),
+            0x47 => {
+                let n = r.count(MAX_MULTI_RECIPIENTS, 32)?;
+                if n == 0 {
+                    return Err(DecodeError::OutOfRange("no recipients"));
+                }
+                let mut recipients: Vec<IdentityKey> = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let id = read_identity(&mut r)?;
+                    if recipients.contains(&id) {
+                        return Err(DecodeError::OutOfRange("duplicate recipient"));
+                    }
+                    recipients.push(id);
+                }
+                let message_id = MessageId(r.array()?);
+                let body = r.var_bytes(MAX_BODY_LEN)?.to_vec();
+                Self::SendMulti(SendMultiOut {
+                    recipients,
+                    message_id,
+                    body,
+                })
+            }
             other => return Err(DecodeError::UnknownVersion(other)),
         };
         r.finish()?;

@@ -8,6 +8,12 @@ fn key(seed: u8) -> sotto_protocol::IdentityKey {
     IdentityKeyPair::from_seed(&[seed; 32]).public()
 }
 
+fn key_n(i: usize, tag: u8) -> sotto_protocol::IdentityKey {
+    let mut seed = [tag; 32];
+    seed[..8].copy_from_slice(&(i as u64).to_be_bytes());
+    IdentityKeyPair::from_seed(&seed).public()
+}
+
 fn rec(id: u32, len: usize) -> PrekeyRecord {
     PrekeyRecord {
         id,
@@ -47,7 +53,42 @@ fn client_samples() -> Vec<ClientFrame> {
         ClientFrame::Ack(vec![]),
         ClientFrame::Ack((0..MAX_ACKS_PER_FRAME as u64).collect()),
         ClientFrame::Ping(u64::MAX),
+        ClientFrame::SendMulti(SendMultiOut {
+            recipients: vec![key(2)],
+            message_id: MessageId([7; 16]),
+            body: vec![1, 2, 3],
+        }),
+        ClientFrame::SendMulti(SendMultiOut {
+            recipients: (0..MAX_MULTI_RECIPIENTS).map(|i| key_n(i, 1)).collect(),
+            message_id: MessageId([8; 16]),
+            body: vec![0xcd; MAX_BODY_LEN],
+        }),
     ]
+}
+
+#[test]
+fn send_multi_bounds() {
+    let one = |recipients: Vec<sotto_protocol::IdentityKey>| {
+        ClientFrame::SendMulti(SendMultiOut {
+            recipients,
+            message_id: MessageId([1; 16]),
+            body: vec![9],
+        })
+        .encode()
+    };
+    assert_eq!(
+        ClientFrame::decode(&one(vec![])),
+        Err(DecodeError::OutOfRange("no recipients"))
+    );
+    assert_eq!(
+        ClientFrame::decode(&one(vec![key(2), key(3), key(2)])),
+        Err(DecodeError::OutOfRange("duplicate recipient"))
+    );
+    let too_many: Vec<_> = (0..=MAX_MULTI_RECIPIENTS).map(|i| key_n(i, 9)).collect();
+    assert_eq!(
+        ClientFrame::decode(&one(too_many)),
+        Err(DecodeError::OutOfRange("element count"))
+    );
 }
 
 fn relay_samples() -> Vec<RelayFrame> {
@@ -179,8 +220,8 @@ fn limits_are_enforced() {
         Err(DecodeError::UnknownVersion(2))
     );
     assert_eq!(
-        ClientFrame::decode(&[1, 0x47]),
-        Err(DecodeError::UnknownVersion(0x47))
+        ClientFrame::decode(&[1, 0x48]),
+        Err(DecodeError::UnknownVersion(0x48))
     );
     // An invalid identity point is rejected at decode time.
     let mut fetch = ClientFrame::FetchBundle(key(2)).encode();

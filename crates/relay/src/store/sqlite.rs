@@ -771,6 +771,32 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn enqueue_multi(
+        &self,
+        sender: IdentityKey,
+        recipients: Vec<IdentityKey>,
+        message_id: MessageId,
+        body: Vec<u8>,
+        policy: EnqueuePolicy,
+    ) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        // One `Enqueue` operation runs inside one transaction of the writer thread.
+        let messages = recipients
+            .into_iter()
+            .map(|recipient| NewMessage {
+                recipient,
+                sender,
+                message_id,
+                body: body.clone(),
+            })
+            .collect();
+        self.call(|tx| Op::Enqueue {
+            messages,
+            policy,
+            tx,
+        })
+        .await
+    }
+
     async fn pending(
         &self,
         recipient: IdentityKey,

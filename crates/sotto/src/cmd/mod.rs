@@ -1,9 +1,11 @@
 //! One module per subcommand.
 
 pub(crate) mod bench;
+pub(crate) mod chat;
 pub(crate) mod contact;
 pub(crate) mod contacts;
 pub(crate) mod demo;
+pub(crate) mod group;
 pub(crate) mod inbox;
 pub(crate) mod init;
 pub(crate) mod invite;

@@ -1,0 +1,622 @@
+//! The application state and everything that changes it: keys, mouse, client events, ticks.
+//! Nothing here draws; [`crate::ui`] reads an [`App`] and draws it.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crossterm::event::{
+    Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind,
+};
+use sotto_client::{DeliveryState, Direction, Event as ClientEvent};
+
+use crate::input::Input;
+use crate::source::{Badge, ConvId, Conversation, Entry, Safety, Source};
+
+/// Entries loaded per page of history.
+pub const PAGE: usize = 200;
+
+/// The relay connection as the status bar shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayState {
+    /// Opening the connection.
+    Connecting,
+    /// Connected and authenticated.
+    Connected,
+    /// Disconnected; the next attempt is at this instant.
+    Retrying(Instant),
+    /// The profile has no relay (`sotto register` first).
+    NotRegistered,
+}
+
+/// Where keys go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Typing in the input box.
+    Insert,
+    /// vi-style movement: `j`/`k` scroll, `J`/`K` switch conversations, `i` to type.
+    Normal,
+}
+
+/// A full-screen view over the chat.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Screen {
+    /// The conversation list and messages.
+    Chat,
+    /// The safety number of a conversation, with `v`/`u` to mark it.
+    Verify {
+        /// Which conversation.
+        id: ConvId,
+        /// The number.
+        safety: Safety,
+    },
+}
+
+/// A line under the input box: the outcome of the last command or action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// Something worked.
+    Info(String),
+    /// Something failed (the UI goes on).
+    Error(String),
+}
+
+/// A dismissable box over everything (the invite).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Popup {
+    /// Title.
+    pub title: String,
+    /// Body text.
+    pub body: String,
+}
+
+/// The loaded part of the open conversation: the newest entries, contiguous, oldest first.
+#[derive(Clone, Debug)]
+pub struct History {
+    /// Which conversation.
+    pub id: ConvId,
+    /// Entries in the conversation (loaded or not).
+    pub total: usize,
+    /// The loaded entries: the newest `entries.len()` of `total`.
+    pub entries: VecDeque<Entry>,
+    /// How many entries are hidden below the bottom of the pane (0: following the newest).
+    pub scroll: usize,
+}
+
+impl History {
+    /// Whether older entries exist that are not loaded.
+    pub fn more_above(&self) -> bool {
+        self.entries.len() < self.total
+    }
+}
+
+/// The whole UI state.
+#[derive(Debug)]
+pub struct App {
+    /// All conversations, most recent first.
+    pub conversations: Vec<Conversation>,
+    /// Index of the selected conversation.
+    pub selected: usize,
+    /// The open conversation's loaded history.
+    pub history: Option<History>,
+    /// The input box.
+    pub input: Input,
+    /// Insert or normal mode.
+    pub mode: Mode,
+    /// Chat or verification.
+    pub screen: Screen,
+    /// The `?` overlay is shown.
+    pub help: bool,
+    /// A popup (the invite).
+    pub popup: Option<Popup>,
+    /// The last outcome line.
+    pub notice: Option<Notice>,
+    /// Relay connection state.
+    pub relay: RelayState,
+    /// Our fingerprint.
+    pub fingerprint: String,
+    /// Now, as of the last tick (for countdowns).
+    pub now: Instant,
+    /// Wall-clock now in ms since the epoch, as of the last tick (for timestamps).
+    pub now_ms: u64,
+    /// Rows of the message pane at the last resize (PageUp/PageDown step).
+    pub pane_rows: usize,
+    /// The user asked to quit.
+    pub quit: bool,
+    /// A message was queued: the event loop should flush the outbox.
+    pub flush_wanted: bool,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The help text: the key bindings and commands.
+pub const HELP: &[(&str, &str)] = &[
+    ("Enter", "send the message (or run a /command)"),
+    ("Alt+Enter, Ctrl+J", "new line in the message"),
+    ("←→ Home End", "move in the input; Ctrl+←→ by word"),
+    (
+        "Ctrl+W Ctrl+U Ctrl+K",
+        "delete word / to line start / to line end",
+    ),
+    ("↑ ↓", "previous / next sent message (history)"),
+    ("PgUp PgDn, wheel", "scroll the conversation"),
+    ("Tab, Shift+Tab", "next / previous conversation"),
+    ("Esc", "normal mode: j k scroll, J K conversation,"),
+    ("", "  g G oldest/newest, v verify, i type, q quit"),
+    ("?", "this help (when the input is empty)"),
+    ("Ctrl+C", "quit"),
+    ("/add NAME INVITE", "add a contact from their invite"),
+    ("/invite", "show your invite to give to a friend"),
+    ("/verify", "compare safety numbers, mark verified"),
+    ("/help  /quit", "this help / leave"),
+];
+
+impl App {
+    /// A new app for `src`: loads the conversations and opens the first one.
+    pub fn new(src: &mut dyn Source) -> Self {
+        let mut app = Self {
+            conversations: Vec::new(),
+            selected: 0,
+            history: None,
+            input: Input::default(),
+            mode: Mode::Insert,
+            screen: Screen::Chat,
+            help: false,
+            popup: None,
+            notice: None,
+            relay: RelayState::Connecting,
+            fingerprint: src.own_fingerprint(),
+            now: Instant::now(),
+            now_ms: now_ms(),
+            pane_rows: 20,
+            quit: false,
+            flush_wanted: false,
+        };
+        app.reload_conversations(src);
+        app.open_selected(src);
+        app
+    }
+
+    /// The selected conversation.
+    pub fn current(&self) -> Option<&Conversation> {
+        self.conversations.get(self.selected)
+    }
+
+    fn error(&mut self, e: impl Into<String>) {
+        self.notice = Some(Notice::Error(e.into()));
+    }
+
+    fn info(&mut self, e: impl Into<String>) {
+        self.notice = Some(Notice::Info(e.into()));
+    }
+
+    /// Reloads the conversation list, keeping the selection on the same conversation.
+    pub fn reload_conversations(&mut self, src: &mut dyn Source) {
+        let keep = self.current().map(|c| c.id.clone());
+        match src.conversations() {
+            Ok(mut v) => {
+                v.sort_by(|a, b| {
+                    b.last_ms
+                        .cmp(&a.last_ms)
+                        .then_with(|| a.title.cmp(&b.title))
+                });
+                self.conversations = v;
+            }
+            Err(e) => self.error(e),
+        }
+        self.selected = keep
+            .and_then(|id| self.conversations.iter().position(|c| c.id == id))
+            .unwrap_or(0)
+            .min(self.conversations.len().saturating_sub(1));
+    }
+
+    /// Opens the selected conversation: counts it, loads the newest page, marks it read.
+    pub fn open_selected(&mut self, src: &mut dyn Source) {
+        let Some(id) = self.current().map(|c| c.id.clone()) else {
+            self.history = None;
+            return;
+        };
+        let total = match src.count(&id) {
+            Ok(n) => n,
+            Err(e) => return self.error(e),
+        };
+        let entries = match src.page(&id, None, PAGE) {
+            Ok(p) => p.into(),
+            Err(e) => return self.error(e),
+        };
+        self.history = Some(History {
+            id: id.clone(),
+            total,
+            entries,
+            scroll: 0,
+        });
+        self.mark_read(src);
+    }
+
+    fn mark_read(&mut self, src: &mut dyn Source) {
+        let Some(h) = &self.history else { return };
+        if h.scroll != 0 {
+            return;
+        }
+        let id = h.id.clone();
+        if let Some(c) = self.conversations.iter_mut().find(|c| c.id == id) {
+            if c.unread == 0 {
+                return;
+            }
+            c.unread = 0;
+        }
+        if let Err(e) = src.mark_read(&id) {
+            self.error(e);
+        }
+    }
+
+    /// Makes sure `n` entries from the bottom are loaded (lazy history).
+    fn ensure_loaded(&mut self, n: usize, src: &mut dyn Source) {
+        let Some(h) = &mut self.history else { return };
+        while h.entries.len() < n && h.more_above() {
+            let before = h.entries.front().map(|e| e.row);
+            match src.page(&h.id, before, PAGE) {
+                Ok(p) if p.is_empty() => {
+                    h.total = h.entries.len();
+                    break;
+                }
+                Ok(p) => {
+                    for e in p.into_iter().rev() {
+                        h.entries.push_front(e);
+                    }
+                }
+                Err(e) => {
+                    self.notice = Some(Notice::Error(e));
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Scrolls the message pane by `delta` entries (positive: older).
+    pub fn scroll(&mut self, delta: isize, src: &mut dyn Source) {
+        let Some(h) = &self.history else { return };
+        let target = h.scroll.saturating_add_signed(delta);
+        // Keep a page loaded above the top of the pane.
+        self.ensure_loaded(target + self.pane_rows + PAGE, src);
+        let Some(h) = &mut self.history else { return };
+        h.scroll = target.min(h.entries.len().saturating_sub(1));
+        if h.scroll == 0 {
+            self.mark_read(src);
+        }
+    }
+
+    fn select(&mut self, index: usize, src: &mut dyn Source) {
+        if self.conversations.is_empty() {
+            return;
+        }
+        self.selected = index % self.conversations.len();
+        self.open_selected(src);
+    }
+
+    fn select_next(&mut self, forward: bool, src: &mut dyn Source) {
+        let n = self.conversations.len();
+        if n == 0 {
+            return;
+        }
+        let i = if forward {
+            self.selected + 1
+        } else {
+            self.selected + n - 1
+        };
+        self.select(i, src);
+    }
+
+    /// Handles a terminal event.
+    pub fn handle_terminal(&mut self, ev: TermEvent, src: &mut dyn Source) {
+        match ev {
+            TermEvent::Key(k) if k.kind != KeyEventKind::Release => self.handle_key(k, src),
+            TermEvent::Mouse(m) => self.handle_mouse(m, src),
+            TermEvent::Paste(s) => {
+                if self.screen == Screen::Chat {
+                    self.mode = Mode::Insert;
+                    self.input.insert_str(&s);
+                }
+            }
+            TermEvent::Resize(_, h) => self.resize(h),
+            _ => {}
+        }
+    }
+
+    /// Records the terminal height (the message pane is about 8 rows less).
+    pub fn resize(&mut self, height: u16) {
+        self.pane_rows = usize::from(height.saturating_sub(8)).max(1);
+    }
+
+    /// Handles a mouse event: the wheel scrolls the conversation.
+    pub fn handle_mouse(&mut self, m: MouseEvent, src: &mut dyn Source) {
+        match m.kind {
+            MouseEventKind::ScrollUp => self.scroll(3, src),
+            MouseEventKind::ScrollDown => self.scroll(-3, src),
+            _ => {}
+        }
+    }
+
+    /// Handles a key.
+    pub fn handle_key(&mut self, k: KeyEvent, src: &mut dyn Source) {
+        let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
+        if ctrl && matches!(k.code, KeyCode::Char('c')) {
+            self.quit = true;
+            return;
+        }
+        if self.help {
+            self.help = false;
+            return;
+        }
+        if self.popup.is_some() {
+            if matches!(k.code, KeyCode::Esc | KeyCode::Enter | KeyCode::Char('q')) {
+                self.popup = None;
+            }
+            return;
+        }
+        if let Screen::Verify { id, .. } = &self.screen {
+            let id = id.clone();
+            return self.verify_key(k, &id, src);
+        }
+        match self.mode {
+            Mode::Insert => self.insert_key(k, src),
+            Mode::Normal => self.normal_key(k, src),
+        }
+    }
+
+    fn verify_key(&mut self, k: KeyEvent, id: &ConvId, src: &mut dyn Source) {
+        match k.code {
+            KeyCode::Char('v') => match src.set_verified(id, true) {
+                Ok(()) => {
+                    self.info(format!("{} is now verified", id.key));
+                    self.screen = Screen::Chat;
+                    self.reload_conversations(src);
+                }
+                Err(e) => self.error(e),
+            },
+            KeyCode::Char('u') => match src.set_verified(id, false) {
+                Ok(()) => {
+                    self.info(format!("{} marked unverified", id.key));
+                    self.screen = Screen::Chat;
+                    self.reload_conversations(src);
+                }
+                Err(e) => self.error(e),
+            },
+            KeyCode::Esc | KeyCode::Char('q') => self.screen = Screen::Chat,
+            _ => {}
+        }
+    }
+
+    fn normal_key(&mut self, k: KeyEvent, src: &mut dyn Source) {
+        let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
+        let half = isize::try_from(self.pane_rows / 2).unwrap_or(10).max(1);
+        match k.code {
+            KeyCode::Char('j') | KeyCode::Down => self.scroll(-1, src),
+            KeyCode::Char('k') | KeyCode::Up => self.scroll(1, src),
+            KeyCode::Char('d') if ctrl => self.scroll(-half, src),
+            KeyCode::Char('u') if ctrl => self.scroll(half, src),
+            KeyCode::PageUp => self.scroll(half * 2, src),
+            KeyCode::PageDown => self.scroll(-half * 2, src),
+            KeyCode::Char('J') | KeyCode::Tab => self.select_next(true, src),
+            KeyCode::Char('K') | KeyCode::BackTab => self.select_next(false, src),
+            KeyCode::Char('G') | KeyCode::End => self.scroll(isize::MIN / 2, src),
+            KeyCode::Char('g') | KeyCode::Home => {
+                let loaded = self.history.as_ref().map_or(0, |h| h.entries.len());
+                self.scroll(isize::try_from(loaded).unwrap_or(0), src);
+            }
+            KeyCode::Char('v') => self.command("/verify", src),
+            KeyCode::Char('?') => self.help = true,
+            KeyCode::Char('q') => self.quit = true,
+            KeyCode::Char('i' | 'a') | KeyCode::Enter => self.mode = Mode::Insert,
+            KeyCode::Char('/') => {
+                self.mode = Mode::Insert;
+                self.input.insert('/');
+            }
+            _ => {}
+        }
+    }
+
+    fn insert_key(&mut self, k: KeyEvent, src: &mut dyn Source) {
+        let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
+        let alt = k.modifiers.contains(KeyModifiers::ALT);
+        let shift = k.modifiers.contains(KeyModifiers::SHIFT);
+        let page = isize::try_from(self.pane_rows).unwrap_or(10).max(1);
+        match k.code {
+            KeyCode::Enter if alt || shift => self.input.insert('\n'),
+            KeyCode::Char('j') if ctrl => self.input.insert('\n'),
+            KeyCode::Enter => self.submit(src),
+            KeyCode::Esc => self.mode = Mode::Normal,
+            KeyCode::Char('?') if self.input.is_empty() => self.help = true,
+            KeyCode::Char('a') if ctrl => self.input.home(),
+            KeyCode::Char('e') if ctrl => self.input.end(),
+            KeyCode::Char('w') if ctrl => self.input.delete_word(),
+            KeyCode::Char('u') if ctrl => self.input.kill_to_start(),
+            KeyCode::Char('k') if ctrl => self.input.kill_to_end(),
+            KeyCode::Char('p') if ctrl => self.input.history_prev(),
+            KeyCode::Char('n') if ctrl => self.input.history_next(),
+            KeyCode::Char(_) if ctrl => {}
+            KeyCode::Char(c) => self.input.insert(c),
+            KeyCode::Backspace if ctrl || alt => self.input.delete_word(),
+            KeyCode::Backspace => self.input.backspace(),
+            KeyCode::Delete => self.input.delete(),
+            KeyCode::Left if ctrl => self.input.word_left(),
+            KeyCode::Right if ctrl => self.input.word_right(),
+            KeyCode::Left => self.input.left(),
+            KeyCode::Right => self.input.right(),
+            KeyCode::Home => self.input.home(),
+            KeyCode::End => self.input.end(),
+            KeyCode::Up if alt => self.select_next(false, src),
+            KeyCode::Down if alt => self.select_next(true, src),
+            KeyCode::Up => {
+                if !self.input.up() {
+                    self.input.history_prev();
+                }
+            }
+            KeyCode::Down => {
+                if !self.input.down() {
+                    self.input.history_next();
+                }
+            }
+            KeyCode::PageUp => self.scroll(page, src),
+            KeyCode::PageDown => self.scroll(-page, src),
+            KeyCode::Tab => self.select_next(true, src),
+            KeyCode::BackTab => self.select_next(false, src),
+            _ => {}
+        }
+    }
+
+    /// Sends the input (or runs it as a command).
+    fn submit(&mut self, src: &mut dyn Source) {
+        let text = self.input.text().trim_end().to_owned();
+        if text.trim().is_empty() {
+            return;
+        }
+        if text.starts_with('/') {
+            self.input.take();
+            return self.command(&text, src);
+        }
+        let Some(conv) = self.current().cloned() else {
+            return self.error("no conversation: add a contact with /add NAME INVITE");
+        };
+        if conv.badge == (Badge::KeyChanged { blocked: true }) {
+            return self.error(format!(
+                "not sent: {}'s key changed; /verify to compare the new safety number",
+                conv.title
+            ));
+        }
+        match src.send(&conv.id, &text) {
+            Ok(()) => {
+                self.input.take();
+                self.flush_wanted = true;
+                self.notice = None;
+                self.refresh_tail(src);
+                self.reload_conversations(src);
+            }
+            Err(e) => self.error(e),
+        }
+    }
+
+    /// Runs a `/command`. Errors become a notice; nothing here exits except `/quit`.
+    pub fn command(&mut self, line: &str, src: &mut dyn Source) {
+        let mut parts = line.split_whitespace();
+        let cmd = parts.next().unwrap_or("");
+        let args: Vec<&str> = parts.collect();
+        match (cmd, args.as_slice()) {
+            ("/quit" | "/q", []) => self.quit = true,
+            ("/help" | "/h", []) => self.help = true,
+            ("/invite", []) => match src.invite() {
+                Ok(inv) => {
+                    self.popup = Some(Popup {
+                        title: "Your invite (Esc to close)".into(),
+                        body: format!(
+                            "Give this to a friend; they type /add YOURNAME INVITE.\n\n{inv}"
+                        ),
+                    });
+                }
+                Err(e) => self.error(e),
+            },
+            ("/add", [name, invite]) => match src.add_contact(name, invite) {
+                Ok(msg) => {
+                    self.info(msg);
+                    self.reload_conversations(src);
+                    if let Some(i) = self.conversations.iter().position(|c| c.title == *name) {
+                        self.select(i, src);
+                    }
+                }
+                Err(e) => self.error(e),
+            },
+            ("/add", _) => self.error("usage: /add NAME INVITE"),
+            ("/verify", []) => {
+                let Some(id) = self.current().map(|c| c.id.clone()) else {
+                    return self.error("no conversation to verify");
+                };
+                match src.safety(&id) {
+                    Ok(safety) => self.screen = Screen::Verify { id, safety },
+                    Err(e) => self.error(e),
+                }
+            }
+            _ => self.error(format!("unknown command {line:?}: type /help")),
+        }
+    }
+
+    /// Reloads the newest entries of the open conversation (after sending or receiving).
+    pub fn refresh_tail(&mut self, src: &mut dyn Source) {
+        let Some(h) = &mut self.history else { return };
+        let total = match src.count(&h.id) {
+            Ok(n) => n,
+            Err(e) => return self.error(e),
+        };
+        if total == h.total {
+            return;
+        }
+        let newest = h.entries.back().map(|e| e.row);
+        let added = total.saturating_sub(h.total);
+        match src.page(&h.id, None, added.min(PAGE)) {
+            Ok(p) => {
+                let fresh: Vec<Entry> = p
+                    .into_iter()
+                    .filter(|e| newest.is_none_or(|n| e.row > n))
+                    .collect();
+                if h.scroll > 0 {
+                    h.scroll += fresh.len();
+                }
+                h.entries.extend(fresh);
+                h.total = total;
+            }
+            Err(e) => return self.error(e),
+        }
+        self.mark_read(src);
+    }
+
+    /// Applies what the client reported.
+    pub fn handle_client_events(&mut self, events: &[ClientEvent], src: &mut dyn Source) {
+        let mut reload = false;
+        for ev in events {
+            match ev {
+                ClientEvent::Connected | ClientEvent::Synced => self.relay = RelayState::Connected,
+                ClientEvent::Message(_) | ClientEvent::UnknownSender { .. } => reload = true,
+                ClientEvent::Delivery { id, state, .. } => self.set_delivery(id, *state),
+                _ => {}
+            }
+        }
+        if reload {
+            self.refresh_tail(src);
+            self.reload_conversations(src);
+            if self.history.is_none() {
+                self.open_selected(src);
+            }
+            // The open conversation is read when it is showing the newest entries.
+            self.mark_read(src);
+        }
+    }
+
+    fn set_delivery(&mut self, id: &str, state: DeliveryState) {
+        let Some(h) = &mut self.history else { return };
+        if let Some(e) = h
+            .entries
+            .iter_mut()
+            .rev()
+            .find(|e| e.message.id == id && e.message.direction == Direction::Out)
+        {
+            e.message.state = state;
+        }
+    }
+
+    /// A tick: updates the clocks and picks up anything stored meanwhile.
+    pub fn tick(&mut self, src: &mut dyn Source) {
+        self.now = Instant::now();
+        self.now_ms = now_ms();
+        self.refresh_tail(src);
+    }
+
+    /// Seconds until the next reconnection attempt, when waiting for one.
+    pub fn retry_in(&self) -> Option<Duration> {
+        match self.relay {
+            RelayState::Retrying(at) => Some(at.saturating_duration_since(self.now)),
+            _ => None,
+        }
+    }
+}
