@@ -7,11 +7,19 @@ use sotto_client::Client;
 use crate::Outcome;
 use crate::proxy::FrameLog;
 
+pub mod availability;
 pub mod confidentiality;
+pub mod integrity;
+pub mod replay;
 
 /// Every scenario, in the order the demo runs them.
 pub fn all() -> Vec<Box<dyn crate::Scenario>> {
-    vec![Box::new(confidentiality::Confidentiality)]
+    vec![
+        Box::new(confidentiality::Confidentiality),
+        Box::new(integrity::Integrity),
+        Box::new(replay::Replay),
+        Box::new(availability::Availability),
+    ]
 }
 
 /// Records the display names of clients in the outcome.
@@ -28,6 +36,14 @@ pub(crate) fn leaks(hay: &[u8], needle: &[u8]) -> bool {
     needle
         .windows(w)
         .any(|n| hay.windows(w).any(|h| h == n))
+}
+
+/// A message id (hex, as `compose` returns it) as bytes.
+pub(crate) fn id_bytes(hex_id: &str) -> Result<[u8; 16], crate::Error> {
+    hex::decode(hex_id)
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| crate::Error::Scene(format!("bad message id {hex_id}")))
 }
 
 /// The frames of `log` that carry message bodies (`Send` and `Deliver`).
