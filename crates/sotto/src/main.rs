@@ -38,8 +38,6 @@ enum Command {
     Inbox(cmd::inbox::InboxArgs),
     /// Print new incoming messages (`--follow` to keep listening).
     Recv(cmd::recv::RecvArgs),
-    /// Prove each security property live against an attacker in the path, with evidence.
-    Demo(cmd::demo::DemoArgs),
     /// Group chats (`sotto group create|add|remove|leave|members|send`).
     Group(cmd::group::GroupArgs),
     /// Prove each security property live against an attacker in the path, with evidence.
@@ -75,7 +73,6 @@ fn run() -> anyhow::Result<()> {
         Command::Send(a) => cmd::send::main(a),
         Command::Inbox(a) => cmd::inbox::main(a),
         Command::Recv(a) => cmd::recv::main(a),
-        Command::Demo(a) => cmd::demo::main(a),
         Command::Group(a) => cmd::group::main(a),
         Command::Demo(a) => cmd::demo::main(a),
         Command::Chat(a) => cmd::chat::main(a),
