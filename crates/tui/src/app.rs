@@ -315,11 +315,9 @@ impl App {
         match ev {
             TermEvent::Key(k) if k.kind != KeyEventKind::Release => self.handle_key(k, src),
             TermEvent::Mouse(m) => self.handle_mouse(m, src),
-            TermEvent::Paste(s) => {
-                if self.screen == Screen::Chat {
-                    self.mode = Mode::Insert;
-                    self.input.insert_str(&s);
-                }
+            TermEvent::Paste(s) if self.screen == Screen::Chat => {
+                self.mode = Mode::Insert;
+                self.input.insert_str(&s);
             }
             TermEvent::Resize(_, h) => self.resize(h),
             _ => {}
@@ -450,16 +448,8 @@ impl App {
             KeyCode::End => self.input.end(),
             KeyCode::Up if alt => self.select_next(false, src),
             KeyCode::Down if alt => self.select_next(true, src),
-            KeyCode::Up => {
-                if !self.input.up() {
-                    self.input.history_prev();
-                }
-            }
-            KeyCode::Down => {
-                if !self.input.down() {
-                    self.input.history_next();
-                }
-            }
+            KeyCode::Up if !self.input.up() => self.input.history_prev(),
+            KeyCode::Down if !self.input.down() => self.input.history_next(),
             KeyCode::PageUp => self.scroll(page, src),
             KeyCode::PageDown => self.scroll(-page, src),
             KeyCode::Tab => self.select_next(true, src),

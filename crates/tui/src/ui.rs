@@ -279,20 +279,19 @@ pub fn message_lines(m: &Message, width: usize, now_ms: u64) -> Vec<Line<'static
             spans.push(Span::raw(" ".repeat(indent)));
         }
         spans.push(Span::styled(row, body_style));
-        if i == last && suffix_fits {
-            if let Some((s, st)) = &suffix {
-                spans.push(Span::styled(s.clone(), *st));
-            }
+        if i == last
+            && suffix_fits
+            && let Some((s, st)) = &suffix
+        {
+            spans.push(Span::styled(s.clone(), *st));
         }
         lines.push(Line::from(spans));
     }
-    if !suffix_fits {
-        if let Some((s, st)) = suffix {
-            lines.push(Line::from(vec![
-                Span::raw(" ".repeat(indent)),
-                Span::styled(s.trim_start().to_owned(), st),
-            ]));
-        }
+    if !suffix_fits && let Some((s, st)) = suffix {
+        lines.push(Line::from(vec![
+            Span::raw(" ".repeat(indent)),
+            Span::styled(s.trim_start().to_owned(), st),
+        ]));
     }
     lines
 }
