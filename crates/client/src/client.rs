@@ -22,6 +22,9 @@ use crate::payload::Payload;
 use crate::seal::KdfParams;
 use crate::store::Store;
 
+#[path = "group.rs"]
+pub(crate) mod group;
+
 /// The signed prekey (and last-resort ML-KEM prekey) is replaced when older than this.
 pub const SIGNED_PREKEY_ROTATION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// One-time prekeys of each kind the client keeps on the relay.
@@ -189,6 +192,25 @@ pub enum Event {
     },
     /// The signed prekey was rotated.
     SignedPrekeyRotated,
+    /// A group message arrived (or could not be decrypted: `state` is `failed`).
+    GroupMessage(group::GroupMessage),
+    /// A group's verified roster changed (or we joined, left or were removed).
+    GroupChanged {
+        /// The group's local name.
+        group: String,
+        /// The new roster epoch.
+        epoch: u64,
+        /// What happened, e.g. "bob was removed".
+        change: String,
+    },
+    /// Something about a group was refused: a relay-injected sender, a forged or conflicting
+    /// roster change, a sender key for another roster.
+    GroupWarning {
+        /// The group's local name (empty if unknown).
+        group: String,
+        /// What was refused.
+        warning: String,
+    },
 }
 
 /// What `add_contact` did.
@@ -215,6 +237,15 @@ enum OutboxBody {
     Pending(Vec<u8>),
     /// The encrypted envelope; the session state that produced it is already on disk.
     Ready(Vec<u8>),
+    /// A group message, encrypted once, for the relay to fan out (`SendMulti`).
+    Group {
+        /// The group id.
+        group: [u8; 16],
+        /// The members it goes to.
+        recipients: Vec<[u8; 32]>,
+        /// The group message.
+        body: Vec<u8>,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -230,6 +261,7 @@ impl Drop for OutboxEntry {
         use zeroize::Zeroize;
         match &mut self.body {
             OutboxBody::Pending(v) | OutboxBody::Ready(v) => v.zeroize(),
+            OutboxBody::Group { .. } => {}
         }
     }
 }
@@ -1134,6 +1166,12 @@ impl Client {
         }
         let mut blocked_contacts = Vec::new();
         for (row, mut entry) in self.load_outbox()? {
+            if matches!(entry.body, OutboxBody::Group { .. }) {
+                if !self.flush_group_entry(row, &entry).await? {
+                    break;
+                }
+                continue;
+            }
             if blocked_contacts.contains(&entry.contact) {
                 continue;
             }
@@ -1392,6 +1430,15 @@ impl Client {
                 (id, c)
             }
         };
+        if d.body.first() == Some(&sotto_protocol::sender_keys::GROUP_MESSAGE_VERSION) {
+            let fx = self.receive_group_message(d)?;
+            let tx = self.store.conn.unchecked_transaction()?;
+            tx.execute("INSERT INTO seen(tag) VALUES (?1)", [&seen_tag])?;
+            fx.write_tx(&tx)?;
+            tx.commit()?;
+            events.extend(fx.events);
+            return Ok(events);
+        }
         let prekeys_before = self.prekeys.clone();
         let decrypted = self.decrypt(cid, d.sender, &d.body)?;
         let now = now_ms();
@@ -1399,6 +1446,7 @@ impl Client {
         let mut delivered: Vec<[u8; 16]> = Vec::new();
         let mut session_write = None;
         let mut receipt = None;
+        let mut group_fx = None;
         match decrypted {
             Decrypted::Ok {
                 plaintext,
@@ -1423,6 +1471,9 @@ impl Client {
                         receipt = Some(vec![id]);
                     }
                     Some(Payload::Receipt(ids)) => delivered = ids,
+                    Some(Payload::Group(control)) => {
+                        group_fx = Some(self.handle_group_control(&d.sender, &control)?);
+                    }
                     Some(Payload::Text { .. }) => {
                         message = Some(failed(
                             d,
@@ -1482,7 +1533,13 @@ impl Client {
         if let Some(ids) = receipt {
             Self::queue_receipt_tx(&self.store.key, &mut self.store.rng, &tx, cid, ids)?;
         }
+        if let Some(fx) = &group_fx {
+            fx.write_tx(&tx)?;
+        }
         tx.commit()?;
+        if let Some(fx) = group_fx {
+            events.extend(fx.events);
+        }
         if let Some(m) = message {
             events.push(Event::Message(m));
         }

@@ -49,6 +49,7 @@ pub mod rng;
 pub mod seal;
 mod store;
 
+pub use client::group::{GroupInfo, GroupMember, GroupMessage};
 pub use client::{
     AddOutcome, Client, Contact, DeliveryState, Direction, Event, Message, SIGNED_PREKEY_ROTATION,
     default_profile_dir,
@@ -113,6 +114,9 @@ pub enum Error {
     /// The message is empty or too long.
     #[error("message is empty or too long")]
     BadMessage,
+    /// A group operation was refused (unknown group, not the owner, not a member, ...).
+    #[error("{0}")]
+    Group(String),
     /// Test hook: the process is to stop right after persisting, before sending.
     #[error("stopped after persisting (test hook)")]
     TestCrash,

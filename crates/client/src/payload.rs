@@ -3,6 +3,7 @@
 //! ```text
 //!   Text    = 0x01 ‖ message id (16) ‖ sent_ms (u64 BE) ‖ UTF-8 text
 //!   Receipt = 0x02 ‖ n (u16 BE) ‖ n × message id (16)      "these arrived and were stored"
+//!   Group   = 0x03 ‖ group control (invite, roster change or sender key; see `group.rs`)
 //! ```
 
 /// A decoded inner payload.
@@ -13,6 +14,8 @@ pub(crate) enum Payload {
         text: String,
     },
     Receipt(Vec<[u8; 16]>),
+    /// Group control; it may hold a chain key, so it is zeroized on drop.
+    Group(zeroize::Zeroizing<Vec<u8>>),
 }
 
 impl Payload {
@@ -31,6 +34,11 @@ impl Payload {
                 for id in ids.iter().take(u16::MAX as usize) {
                     v.extend_from_slice(id);
                 }
+                v
+            }
+            Self::Group(control) => {
+                let mut v = vec![0x03];
+                v.extend_from_slice(control);
                 v
             }
         }
@@ -53,6 +61,9 @@ impl Payload {
                 Some(Self::Receipt(
                     ids.filter_map(|c| c.try_into().ok()).collect(),
                 ))
+            }
+            (0x03, rest) if !rest.is_empty() => {
+                Some(Self::Group(zeroize::Zeroizing::new(rest.to_vec())))
             }
             _ => None,
         }

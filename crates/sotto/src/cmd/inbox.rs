@@ -47,6 +47,7 @@ pub(crate) fn main(args: InboxArgs) -> anyhow::Result<()> {
     for m in &messages {
         println!("{}", profile::message_line(m));
     }
+    super::group::print_history(&mut client, args.name.as_deref())?;
     let queued = client.outbox_len()?;
     if queued > 0 {
         println!("({queued} item(s) waiting in the outbox)");

@@ -99,7 +99,7 @@ pub(crate) fn describe(e: &sotto_client::Event) -> Option<String> {
         Event::UnknownSender { contact } => Some(format!(
             "! message from an identity that is not a contact (filed as {contact}; add their invite under a name to keep it)"
         )),
-        _ => None,
+        _ => super::group::describe(e),
     }
 }
 

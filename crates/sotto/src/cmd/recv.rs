@@ -24,7 +24,12 @@ fn print(json: bool, e: &Event) -> anyhow::Result<()> {
     if json {
         if matches!(
             e,
-            Event::Message(_) | Event::Delivery { .. } | Event::UnknownSender { .. }
+            Event::Message(_)
+                | Event::Delivery { .. }
+                | Event::UnknownSender { .. }
+                | Event::GroupMessage(_)
+                | Event::GroupChanged { .. }
+                | Event::GroupWarning { .. }
         ) {
             profile::print_json(e)?;
         }
@@ -52,7 +57,13 @@ pub(crate) fn main(args: RecvArgs) -> anyhow::Result<()> {
         for m in client.take_unseen()? {
             print(args.json, &Event::Message(m))?;
         }
-        for e in events.iter().filter(|e| !matches!(e, Event::Message(_))) {
+        for m in client.take_unseen_group()? {
+            print(args.json, &Event::GroupMessage(m))?;
+        }
+        for e in events
+            .iter()
+            .filter(|e| !matches!(e, Event::Message(_) | Event::GroupMessage(_)))
+        {
             print(args.json, e)?;
         }
         return Ok(());
@@ -70,6 +81,9 @@ pub(crate) fn main(args: RecvArgs) -> anyhow::Result<()> {
                             print(args.json, e)?;
                             if let Event::Message(_) = e {
                                 client.take_unseen()?;
+                            }
+                            if let Event::GroupMessage(_) = e {
+                                client.take_unseen_group()?;
                             }
                         }
                         use std::io::Write;

@@ -1,0 +1,226 @@
+//! `sotto group ...`: group chats (Sender Keys over the pairwise sessions, signed roster).
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use sotto_client::{Client, Event, GroupMessage};
+
+use super::profile::{self, ProfileArgs};
+
+/// Group chats: create a group, add and remove members (owner only), leave, list members, send.
+/// Membership is what the group owner signed, never what the relay says.
+#[derive(Args)]
+pub(crate) struct GroupArgs {
+    #[command(flatten)]
+    profile: ProfileArgs,
+    #[command(subcommand)]
+    command: GroupCommand,
+}
+
+#[derive(Subcommand)]
+enum GroupCommand {
+    /// Create a group that you own.
+    Create {
+        /// A local name for the group (members see it too).
+        name: String,
+    },
+    /// Add a contact to a group you own (they get the signed roster; everyone rotates keys).
+    Add {
+        /// The group.
+        name: String,
+        /// The contact to add.
+        contact: String,
+    },
+    /// Remove a member from a group you own (every remaining member rotates its key).
+    Remove {
+        /// The group.
+        name: String,
+        /// The contact to remove.
+        contact: String,
+    },
+    /// Leave a group (the owner cannot leave).
+    Leave {
+        /// The group.
+        name: String,
+    },
+    /// List the members of the verified roster (or every group, without NAME).
+    Members {
+        /// The group.
+        name: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a message to a group.
+    Send {
+        /// The group.
+        name: String,
+        /// The message.
+        text: String,
+    },
+}
+
+/// Connects, sends the outbox and receives everything; a relay that cannot be reached leaves
+/// the queued items for the next command.
+fn sync(client: &mut Client) -> anyhow::Result<Vec<Event>> {
+    let r = profile::runtime()?.block_on(async {
+        let r = client.sync().await;
+        client.disconnect().await;
+        r
+    });
+    match r {
+        Ok(ev) => Ok(ev),
+        Err(e) if e.is_connection() => {
+            eprintln!("warning: {e}; queued in the outbox for the next command");
+            Ok(vec![])
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn print_events(events: &[Event]) {
+    for e in events {
+        if let Some(line) = describe(e) {
+            println!("{line}");
+        }
+    }
+}
+
+/// Runs `sotto group`.
+pub(crate) fn main(args: GroupArgs) -> anyhow::Result<()> {
+    let mut client = profile::open(&args.profile)?;
+    match args.command {
+        GroupCommand::Create { name } => {
+            let g = client
+                .group_create(&name)
+                .with_context(|| format!("cannot create group {name:?}"))?;
+            println!("created group {} (id {})", g.name, &g.id[..8]);
+        }
+        GroupCommand::Add { name, contact } => {
+            let mut events = client
+                .group_add(&name, &contact)
+                .with_context(|| format!("cannot add {contact} to {name}"))?;
+            events.extend(sync(&mut client)?);
+            print_events(&events);
+        }
+        GroupCommand::Remove { name, contact } => {
+            let mut events = client
+                .group_remove(&name, &contact)
+                .with_context(|| format!("cannot remove {contact} from {name}"))?;
+            events.extend(sync(&mut client)?);
+            print_events(&events);
+        }
+        GroupCommand::Leave { name } => {
+            let mut events = client
+                .group_leave(&name)
+                .with_context(|| format!("cannot leave {name}"))?;
+            events.extend(sync(&mut client)?);
+            print_events(&events);
+        }
+        GroupCommand::Members { name, json } => {
+            let groups = match &name {
+                Some(n) => vec![client.group(n)?],
+                None => client.groups()?,
+            };
+            if json {
+                return profile::print_json(&groups);
+            }
+            if groups.is_empty() {
+                println!("no groups");
+            }
+            for g in groups {
+                println!(
+                    "{} (epoch {}{})",
+                    g.name,
+                    g.epoch,
+                    if g.active {
+                        ""
+                    } else {
+                        ", you are not a member"
+                    }
+                );
+                for m in g.members {
+                    println!(
+                        "  {}{}  {}  {}",
+                        m.name,
+                        if m.is_owner { " (owner)" } else { "" },
+                        m.fingerprint,
+                        if m.verified { "verified" } else { "unverified" }
+                    );
+                }
+            }
+        }
+        GroupCommand::Send { name, text } => {
+            if text.is_empty() {
+                bail!("empty message");
+            }
+            let id = client.group_compose(&name, &text)?;
+            let events = sync(&mut client)?;
+            print_events(
+                &events
+                    .into_iter()
+                    .filter(|e| !matches!(e, Event::Message(_) | Event::GroupMessage(_)))
+                    .collect::<Vec<_>>(),
+            );
+            let state = client
+                .group_messages(Some(&name))?
+                .into_iter()
+                .find(|m| m.id == id)
+                .map(|m| m.state);
+            match state {
+                Some(s) => println!("{} → {name}: {}", &id[..8], profile::state_name(s)),
+                None => println!("{} → {name}", &id[..8]),
+            }
+            if state == Some(sotto_client::DeliveryState::Failed) {
+                bail!("the group message could not be sent to every member (see `sotto inbox`)");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One group history line.
+pub(crate) fn group_line(m: &GroupMessage) -> String {
+    let when = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(m.sent_ms),
+    );
+    match (&m.text, &m.error) {
+        (Some(t), _) => format!("[{when}] #{} {}: {t}", m.group, m.sender),
+        (None, e) => format!(
+            "[{when}] #{} ! message from {} could not be decrypted: {}",
+            m.group,
+            m.sender,
+            e.as_deref().unwrap_or("unknown error")
+        ),
+    }
+}
+
+/// A line for a group event (`None` for other events).
+pub(crate) fn describe(e: &Event) -> Option<String> {
+    match e {
+        Event::GroupMessage(m) => Some(group_line(m)),
+        Event::GroupChanged {
+            group,
+            epoch,
+            change,
+        } => Some(format!("#{group}: {change} (roster epoch {epoch})")),
+        Event::GroupWarning { group, warning } => Some(format!(
+            "! group {}: {warning}",
+            if group.is_empty() { "?" } else { group }
+        )),
+        _ => None,
+    }
+}
+
+/// Prints the group history (for `sotto inbox`) and marks it seen.
+pub(crate) fn print_history(client: &mut Client, group: Option<&str>) -> anyhow::Result<()> {
+    let messages = match client.group_messages(group) {
+        Ok(m) => m,
+        Err(sotto_client::Error::Group(_)) if group.is_some() => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    client.take_unseen_group()?;
+    for m in &messages {
+        println!("{}", group_line(m));
+    }
+    Ok(())
+}
