@@ -38,9 +38,10 @@ enum Mode {
 
 #[derive(Args)]
 pub(crate) struct RelayBench {
-    /// The relay's WebSocket URL.
-    #[arg(long, default_value = "ws://127.0.0.1:7878/")]
-    url: String,
+    /// The relay's WebSocket URL; several, comma-separated, spread the clients over relays that
+    /// share one store (client `i` uses URL `i mod n`, so in live mode every message crosses).
+    #[arg(long, default_value = "ws://127.0.0.1:7878/", value_delimiter = ',')]
+    url: Vec<String>,
     /// Scenario.
     #[arg(long, value_enum, default_value = "live")]
     mode: Mode,
@@ -62,9 +63,10 @@ pub(crate) struct RelayBench {
     /// Messages to enqueue in offline mode.
     #[arg(long, default_value_t = 100_000)]
     messages: u64,
-    /// The relay's process id, to read its RSS and CPU time from /proc.
-    #[arg(long)]
-    relay_pid: Option<u32>,
+    /// The relay's process id, to read its RSS and CPU time from /proc (several, comma-separated:
+    /// the sums).
+    #[arg(long, value_delimiter = ',')]
+    relay_pid: Vec<u32>,
     /// Parallel connection attempts while connecting.
     #[arg(long, default_value_t = 32)]
     connect_concurrency: usize,
@@ -94,8 +96,17 @@ struct Counters {
 }
 
 /// RSS (bytes) and CPU time (seconds) of a process, from /proc.
-fn proc_usage(pid: Option<u32>) -> Option<(u64, f64)> {
-    let pid = pid?;
+fn proc_usage(pids: &[u32]) -> Option<(u64, f64)> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().try_fold((0, 0.0), |(rss, cpu), pid| {
+        let (r, c) = one_proc_usage(*pid)?;
+        Some((rss + r, cpu + c))
+    })
+}
+
+fn one_proc_usage(pid: u32) -> Option<(u64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let rss_kb: u64 = status
         .lines()
@@ -125,9 +136,13 @@ async fn connect_all(
     keys: &[IdentityKeyPair],
 ) -> anyhow::Result<Vec<ClientSocket>> {
     let started = Instant::now();
-    let results: Vec<_> = futures_util::stream::iter(keys.iter().cloned())
-        .map(|k| {
-            let url = args.url.clone();
+    let results: Vec<_> = futures_util::stream::iter(keys.iter().cloned().enumerate())
+        .map(|(i, k)| {
+            let url = args
+                .url
+                .get(i % args.url.len().max(1))
+                .cloned()
+                .unwrap_or_default();
             async move {
                 RelayClient::connect(&url, &k, None)
                     .await
@@ -171,11 +186,11 @@ async fn run(args: RelayBench) -> anyhow::Result<()> {
 }
 
 async fn idle(args: &RelayBench, run_id: &[u8; 16]) -> anyhow::Result<()> {
-    let before = proc_usage(args.relay_pid);
+    let before = proc_usage(&args.relay_pid);
     let keys: Vec<_> = (0..args.clients).map(|i| identity(run_id, i)).collect();
     let sockets = connect_all(args, &keys).await?;
     tokio::time::sleep(args.duration).await;
-    let after = proc_usage(args.relay_pid);
+    let after = proc_usage(&args.relay_pid);
     println!("idle connections: {}", sockets.len());
     if let (Some((rss0, _)), Some((rss1, _))) = (before, after) {
         let per = (rss1.saturating_sub(rss0)) as f64 / sockets.len().max(1) as f64;
@@ -304,11 +319,7 @@ async fn live_client(
     lat
 }
 
-fn progress(
-    c: Arc<Counters>,
-    stop: Arc<AtomicBool>,
-    pid: Option<u32>,
-) -> tokio::task::JoinHandle<()> {
+fn progress(c: Arc<Counters>, stop: Arc<AtomicBool>, pid: Vec<u32>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut last = 0;
         let mut t = tokio::time::interval(Duration::from_secs(1));
@@ -318,7 +329,7 @@ fn progress(
             t.tick().await;
             secs += 1;
             let d = c.delivered.load(Ordering::Relaxed);
-            let rss = proc_usage(pid)
+            let rss = proc_usage(&pid)
                 .map(|(r, _)| format!(", relay RSS {:.0} MiB", r as f64 / 1048576.0))
                 .unwrap_or_default();
             eprintln!(
@@ -358,14 +369,14 @@ async fn live(args: &RelayBench, run_id: &[u8; 16]) -> anyhow::Result<()> {
         )));
     }
     start.wait().await;
-    let progress = progress(c.clone(), stop.clone(), args.relay_pid);
-    let u0 = proc_usage(args.relay_pid);
+    let progress = progress(c.clone(), stop.clone(), args.relay_pid.clone());
+    let u0 = proc_usage(&args.relay_pid);
     let t0 = Instant::now();
     let d0 = c.delivered.load(Ordering::Relaxed);
     tokio::time::sleep(args.duration).await;
     let d1 = c.delivered.load(Ordering::Relaxed);
     let elapsed = t0.elapsed().as_secs_f64();
-    let u1 = proc_usage(args.relay_pid);
+    let u1 = proc_usage(&args.relay_pid);
     stop.store(true, Ordering::Relaxed);
     let mut lat = Vec::new();
     for t in tasks {
@@ -420,7 +431,7 @@ async fn offline(args: &RelayBench, run_id: &[u8; 16]) -> anyhow::Result<()> {
     let per_sender = args.messages / n as u64;
     let total = per_sender * n as u64;
     let c = Arc::new(Counters::default());
-    let u0 = proc_usage(args.relay_pid);
+    let u0 = proc_usage(&args.relay_pid);
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for (i, ws) in sockets.into_iter().enumerate() {
@@ -470,7 +481,7 @@ async fn offline(args: &RelayBench, run_id: &[u8; 16]) -> anyhow::Result<()> {
         let _ = t.await;
     }
     let enqueue_s = t0.elapsed().as_secs_f64();
-    let u1 = proc_usage(args.relay_pid);
+    let u1 = proc_usage(&args.relay_pid);
     let accepted = c.accepted.load(Ordering::Relaxed);
     // Drain: recipients connect, receive everything, acknowledge it.
     let t1 = Instant::now();
@@ -514,7 +525,7 @@ async fn offline(args: &RelayBench, run_id: &[u8; 16]) -> anyhow::Result<()> {
         let _ = t.await;
     }
     let drain_s = t1.elapsed().as_secs_f64();
-    let u2 = proc_usage(args.relay_pid);
+    let u2 = proc_usage(&args.relay_pid);
     let delivered = c.delivered.load(Ordering::Relaxed);
     println!(
         "mode offline: {n} senders -> {n} offline recipients, window {}, {} B bodies",
