@@ -234,7 +234,8 @@ impl Capture {
             .map(|g| g.packets.clone())
             .unwrap_or_default();
         let file = std::fs::File::create(path)?;
-        let mut w = PcapWriter::new(std::io::BufWriter::new(file)).map_err(std::io::Error::other)?;
+        let mut w =
+            PcapWriter::new(std::io::BufWriter::new(file)).map_err(std::io::Error::other)?;
         for p in &packets {
             let pkt = PcapPacket::new(p.ts, p.frame.len() as u32, &p.frame);
             w.write_packet(&pkt).map_err(std::io::Error::other)?;

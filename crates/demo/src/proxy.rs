@@ -264,7 +264,11 @@ impl Proxy {
 
     /// Everything logged so far.
     pub fn log(&self) -> Vec<FrameLog> {
-        self.shared.log.lock().map(|l| l.clone()).unwrap_or_default()
+        self.shared
+            .log
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
     }
 
     /// Cuts every connection of `who` at once, as a network failure would (no WebSocket close).
@@ -312,7 +316,14 @@ impl Proxy {
         let Some((conn, tx)) = target else {
             return false;
         };
-        log_frame(&self.shared, conn, Some(*who), dir, payload, note.to_owned());
+        log_frame(
+            &self.shared,
+            conn,
+            Some(*who),
+            dir,
+            payload,
+            note.to_owned(),
+        );
         tx.send(Out::Bytes(ws::encode(
             ws::OP_BINARY,
             payload,
@@ -579,10 +590,24 @@ fn on_frame(
             let _ = forward.send(Out::Bytes(frame.raw));
         }
         Verdict::Drop(note) => {
-            log_frame(s, conn, who, dir, &frame.payload, format!("dropped: {note}"));
+            log_frame(
+                s,
+                conn,
+                who,
+                dir,
+                &frame.payload,
+                format!("dropped: {note}"),
+            );
         }
         Verdict::Delay(d, note) => {
-            log_frame(s, conn, who, dir, &frame.payload, format!("delayed: {note}"));
+            log_frame(
+                s,
+                conn,
+                who,
+                dir,
+                &frame.payload,
+                format!("delayed: {note}"),
+            );
             let tx = forward.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(d).await;
@@ -591,7 +616,14 @@ fn on_frame(
         }
         Verdict::Replace(frames, note) => {
             if frames.is_empty() {
-                log_frame(s, conn, who, dir, &frame.payload, format!("dropped: {note}"));
+                log_frame(
+                    s,
+                    conn,
+                    who,
+                    dir,
+                    &frame.payload,
+                    format!("dropped: {note}"),
+                );
             }
             for (i, f) in frames.iter().enumerate() {
                 let action = if *f == frame.payload {

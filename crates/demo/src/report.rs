@@ -8,7 +8,14 @@ use crate::proxy::{Dir, FrameLog};
 use crate::{Evidence, Outcome};
 
 /// Frame types worth drawing (the rest is connection housekeeping).
-const DRAWN: [&str; 6] = ["Send", "Accepted", "Deliver", "FetchBundle", "Bundle", "malformed"];
+const DRAWN: [&str; 6] = [
+    "Send",
+    "Accepted",
+    "Deliver",
+    "FetchBundle",
+    "Bundle",
+    "malformed",
+];
 /// At most this many arrows per diagram.
 const MAX_ARROWS: usize = 48;
 
@@ -26,7 +33,12 @@ fn md_cell(s: &str) -> String {
 /// The terminal summary: one row per property, as in the report's table.
 pub fn summary(outcomes: &[Outcome]) -> String {
     let mut out = String::new();
-    let w0 = outcomes.iter().map(|o| o.title.len()).max().unwrap_or(8).max(8);
+    let w0 = outcomes
+        .iter()
+        .map(|o| o.title.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
     let w1 = outcomes
         .iter()
         .map(|o| o.headline.chars().count())
@@ -59,7 +71,11 @@ pub fn summary(outcomes: &[Outcome]) -> String {
         out,
         "  {passed}/{} properties hold{}",
         outcomes.len(),
-        if passed == outcomes.len() { "" } else { " — SOME FAILED" }
+        if passed == outcomes.len() {
+            ""
+        } else {
+            " — SOME FAILED"
+        }
     );
     out
 }
@@ -241,7 +257,11 @@ pre{{background:#f8f8f8;padding:8px;overflow-x:auto;font-size:12px}}.ok{{color:#
     html.push_str("</table>\n");
     for (i, o) in outcomes.iter().enumerate() {
         let _ = writeln!(md, "\n## {}. {} {{#{}}}\n", i + 1, o.title, o.id);
-        let _ = writeln!(md, "**Attack.** {}\n\n**Expected.** {}\n", o.attack, o.expected);
+        let _ = writeln!(
+            md,
+            "**Attack.** {}\n\n**Expected.** {}\n",
+            o.attack, o.expected
+        );
         let _ = writeln!(md, "**Observed** ({:.1} s):\n", o.duration.as_secs_f64());
         let _ = writeln!(
             html,

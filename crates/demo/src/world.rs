@@ -26,7 +26,12 @@ pub struct RelayHandle {
 impl RelayHandle {
     /// Starts a relay on a free loopback port with its SQLite store at `db`.
     pub fn start(db: &Path) -> Result<Self, Error> {
-        Self::start_on(db, "127.0.0.1:0".parse().map_err(|_| Error::Setup("addr".into()))?)
+        Self::start_on(
+            db,
+            "127.0.0.1:0"
+                .parse()
+                .map_err(|_| Error::Setup("addr".into()))?,
+        )
     }
 
     /// Starts a relay on `addr` (port 0: any free port) with its SQLite store at `db`.
@@ -49,8 +54,8 @@ impl RelayHandle {
                     }
                 };
                 let started = rt.block_on(async {
-                    let store = SqliteStore::open(&db, Durability::Full)
-                        .map_err(|e| e.to_string())?;
+                    let store =
+                        SqliteStore::open(&db, Durability::Full).map_err(|e| e.to_string())?;
                     let relay = Relay::new(store, RelayConfig::default());
                     let listener = tokio::net::TcpListener::bind(addr)
                         .await
@@ -219,8 +224,7 @@ pub async fn relay_healthy(addr: SocketAddr) -> bool {
     else {
         return false;
     };
-    if s
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n")
+    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n")
         .await
         .is_err()
     {

@@ -56,7 +56,10 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
     ctx.say("      the attacker cuts Bob's connection; Bob's client dies");
     let cut = w.proxy.sever(&b_key);
     drop(bob);
-    o.check(cut >= 1, format!("Bob's connection was cut ({cut} connection)"));
+    o.check(
+        cut >= 1,
+        format!("Bob's connection was cut ({cut} connection)"),
+    );
     let mut sent = vec!["avail 1: are you online?".to_owned()];
     for i in 2..=6 {
         let t = format!("avail {i}: message while Bob is away");
@@ -70,7 +73,9 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
         .count();
     o.check(
         accepted == 6,
-        format!("the relay kept serving Alice: {accepted}/6 of her messages accepted while Bob was gone"),
+        format!(
+            "the relay kept serving Alice: {accepted}/6 of her messages accepted while Bob was gone"
+        ),
     );
 
     ctx.say("      Bob restarts his client and reconnects");
@@ -101,7 +106,10 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
         Some(a) => !relay_healthy(a).await,
         None => false,
     };
-    o.check(down, "the relay process is gone (its port no longer answers)");
+    o.check(
+        down,
+        "the relay process is gone (its port no longer answers)",
+    );
     let offline = sync(&mut bob).await;
     o.check(
         offline.is_err(),

@@ -37,6 +37,7 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
         "record every byte between the clients and the relay (both TCP legs) into a pcap file and search it for the plaintexts",
         "no 8-byte piece of any message text appears, neither in the raw capture nor in the unmasked WebSocket payloads",
     );
+    o.headline = "record all traffic to pcap, search it for plaintext".into();
     ctx.say("      starting a relay, the attacker proxy, Alice and Bob (throwaway profiles)");
     let w = World::start().await?;
     let mut alice = w.client("alice").await?;
@@ -83,7 +84,11 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
         capture.payload_bytes(),
         log.len()
     ));
-    let texts: Vec<&str> = ALICE_TEXTS.iter().chain(BOB_TEXTS.iter()).copied().collect();
+    let texts: Vec<&str> = ALICE_TEXTS
+        .iter()
+        .chain(BOB_TEXTS.iter())
+        .copied()
+        .collect();
     let raw_leaks = texts
         .iter()
         .filter(|t| frames.iter().any(|f| leaks(f, t.as_bytes())))

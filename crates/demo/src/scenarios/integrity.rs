@@ -163,8 +163,13 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
         .messages(Some("bob"))?
         .into_iter()
         .find(|m| m.id == id0);
-    let e0 = m0.as_ref().and_then(|m| m.error.clone()).unwrap_or_default();
-    let ok0 = m0.as_ref().is_some_and(|m| m.state == DeliveryState::Failed)
+    let e0 = m0
+        .as_ref()
+        .and_then(|m| m.error.clone())
+        .unwrap_or_default();
+    let ok0 = m0
+        .as_ref()
+        .is_some_and(|m| m.state == DeliveryState::Failed)
         && e0.contains("signature");
     rows.push(vec![
         "prekey bundle (relay → Alice)".into(),
@@ -239,7 +244,10 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
     }
     sync(&mut bob).await?;
     let injected = forge.lock().map(|f| f.is_none()).unwrap_or(false);
-    o.check(injected, "the forged message was injected into Bob's connection");
+    o.check(
+        injected,
+        "the forged message was injected into Bob's connection",
+    );
 
     let bob_in = inbox(&bob, "alice")?;
     let state_of = |id: &str| bob_in.iter().find(|m| m.id == id).cloned();
@@ -263,19 +271,22 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
                 let ok = m.as_ref().is_some_and(|m| {
                     m.state == DeliveryState::Failed
                         && m.text.is_none()
-                        && m.error.as_deref().is_some_and(|e| e.contains("authentication"))
+                        && m.error
+                            .as_deref()
+                            .is_some_and(|e| e.contains("authentication"))
                 });
                 rows.push(vec![
                     format!("message {} (relay → Bob)", i + 1),
                     s.label().into(),
                     format!("Bob: {desc}"),
                 ]);
-                o.check(ok, format!("{}: Bob shows a failed message ({desc})", s.label()));
+                o.check(
+                    ok,
+                    format!("{}: Bob shows a failed message ({desc})", s.label()),
+                );
             }
             None => {
-                let ok = m
-                    .as_ref()
-                    .is_some_and(|m| m.text.as_deref() == Some(*text));
+                let ok = m.as_ref().is_some_and(|m| m.text.as_deref() == Some(*text));
                 rows.push(vec![
                     format!("message {} (relay → Bob)", i + 1),
                     "untouched".into(),
@@ -283,7 +294,10 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
                 ]);
                 o.check(
                     ok,
-                    format!("untouched message {} after the tampering decrypted ({desc})", i + 1),
+                    format!(
+                        "untouched message {} after the tampering decrypted ({desc})",
+                        i + 1
+                    ),
                 );
             }
         }
@@ -300,7 +314,9 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
     o.check(
         forged.is_some_and(|m| {
             m.state == DeliveryState::Failed
-                && m.error.as_deref().is_some_and(|e| e.contains("authentication"))
+                && m.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("authentication"))
         }),
         format!("forged message: Bob shows a failed message ({fdesc})"),
     );
@@ -315,7 +331,10 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
     let back = inbox(&alice, "bob")?
         .iter()
         .any(|m| m.text.as_deref() == Some("integrity: all good on my side"));
-    o.check(back, "the session keeps working: Bob's reply after the attacks decrypted at Alice");
+    o.check(
+        back,
+        "the session keeps working: Bob's reply after the attacks decrypted at Alice",
+    );
     o.evidence.push(Evidence::Table {
         caption: "What the attacker changed and what the user saw".into(),
         header: vec!["frame".into(), "bit flipped".into(), "result".into()],

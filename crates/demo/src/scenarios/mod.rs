@@ -5,11 +5,14 @@
 use sotto_client::Client;
 
 use crate::Outcome;
-use crate::proxy::FrameLog;
 
+pub mod authentication;
 pub mod availability;
 pub mod confidentiality;
+pub mod forward_secrecy;
 pub mod integrity;
+pub mod metadata;
+pub mod post_compromise;
 pub mod replay;
 
 /// Every scenario, in the order the demo runs them.
@@ -19,6 +22,10 @@ pub fn all() -> Vec<Box<dyn crate::Scenario>> {
         Box::new(integrity::Integrity),
         Box::new(replay::Replay),
         Box::new(availability::Availability),
+        Box::new(authentication::Authentication),
+        Box::new(forward_secrecy::ForwardSecrecy),
+        Box::new(post_compromise::PostCompromise),
+        Box::new(metadata::Metadata),
     ]
 }
 
@@ -33,9 +40,7 @@ pub(crate) fn leaks(hay: &[u8], needle: &[u8]) -> bool {
     if w == 0 || hay.len() < w {
         return false;
     }
-    needle
-        .windows(w)
-        .any(|n| hay.windows(w).any(|h| h == n))
+    needle.windows(w).any(|n| hay.windows(w).any(|h| h == n))
 }
 
 /// A message id (hex, as `compose` returns it) as bytes.
@@ -44,9 +49,4 @@ pub(crate) fn id_bytes(hex_id: &str) -> Result<[u8; 16], crate::Error> {
         .ok()
         .and_then(|v| v.try_into().ok())
         .ok_or_else(|| crate::Error::Scene(format!("bad message id {hex_id}")))
-}
-
-/// The frames of `log` that carry message bodies (`Send` and `Deliver`).
-pub(crate) fn message_frames(log: &[FrameLog]) -> impl Iterator<Item = &FrameLog> {
-    log.iter().filter(|f| f.body.is_some())
 }

@@ -116,11 +116,16 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
         .iter()
         .filter(|m| m.text.as_deref() == Some(TRANSFER))
         .count();
-    o.check(shown == 1, format!("Bob's history shows the request {shown} time(s)"));
+    o.check(
+        shown == 1,
+        format!("Bob's history shows the request {shown} time(s)"),
+    );
     let same_id_entries = bob_in.iter().filter(|m| m.id == id).count();
     o.check(
         same_id_entries == 1,
-        format!("the same-id replay was dropped by message id ({same_id_entries} entry with that id)"),
+        format!(
+            "the same-id replay was dropped by message id ({same_id_entries} entry with that id)"
+        ),
     );
     let relabelled = bob_in.iter().find(|m| m.id == hex::encode(fresh_id));
     let rdesc = relabelled
