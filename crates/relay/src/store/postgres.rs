@@ -24,6 +24,9 @@
 //!   is told to re-read every connected mailbox, so nothing committed while it was not listening is
 //!   left waiting.
 //!
+//! A multi-recipient upload ([`Store::enqueue_multi`]) uses the trait's default, one
+//! [`Store::enqueue`]: one transaction, so all its mailbox entries commit together.
+//!
 //! The schema is created and upgraded by numbered migrations applied at start-up, under an
 //! advisory lock so relays started together do not race. Tables live in the connection's
 //! `search_path` schema (`?options=-csearch_path%3DNAME` in the URL selects another one).
@@ -422,8 +425,11 @@ impl PostgresStore {
         let keys: Vec<&[u8]> = mailboxes.keys().map(|k| &k[..]).collect();
         let rows = tx
             .query(
-                "SELECT key, last_delivery_id, mailbox_count, mailbox_bytes FROM identities
+                &tx.prepare_cached(
+                    "SELECT key, last_delivery_id, mailbox_count, mailbox_bytes FROM identities
                  WHERE key = ANY($1) ORDER BY key FOR UPDATE",
+                )
+                .await?,
                 &[&keys],
             )
             .await?;
@@ -475,10 +481,13 @@ impl PostgresStore {
         let ts = to_i64(p.now_ms);
         let expires = to_i64(p.now_ms.saturating_add(p.ttl_ms));
         tx.execute(
-            "INSERT INTO messages (recipient, id, sender, msg_id, ts, expires, body)
+            &tx.prepare_cached(
+                "INSERT INTO messages (recipient, id, sender, msg_id, ts, expires, body)
              SELECT u.recipient, u.id, u.sender, u.msg_id, $6, $7, u.body
              FROM UNNEST($1::BYTEA[], $2::BIGINT[], $3::BYTEA[], $4::BYTEA[], $5::BYTEA[])
                  AS u(recipient, id, sender, msg_id, body)",
+            )
+            .await?,
             &[
                 &recipients,
                 &ids,
@@ -497,11 +506,14 @@ impl PostgresStore {
         let count: Vec<i64> = touched.iter().map(|(_, mb)| mb.count).collect();
         let bytes: Vec<i64> = touched.iter().map(|(_, mb)| mb.bytes).collect();
         tx.execute(
-            "UPDATE identities AS i
+            &tx.prepare_cached(
+                "UPDATE identities AS i
              SET last_delivery_id = u.last, mailbox_count = u.count, mailbox_bytes = u.bytes
              FROM UNNEST($1::BYTEA[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[])
                  AS u(key, last, count, bytes)
              WHERE i.key = u.key",
+            )
+            .await?,
             &[&keys, &last, &count, &bytes],
         )
         .await?;
@@ -510,8 +522,11 @@ impl PostgresStore {
             for (key, _) in chunk {
                 payload.push_str(&hex(&key[..]));
             }
-            tx.execute("SELECT pg_notify($1, $2)", &[&self.channel, &payload])
-                .await?;
+            tx.execute(
+                &tx.prepare_cached("SELECT pg_notify($1, $2)").await?,
+                &[&self.channel, &payload],
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(plan)
