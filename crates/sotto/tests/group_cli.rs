@@ -1,0 +1,225 @@
+//! Group chats through the CLI as users run them: a real `sotto relay` process and real `sotto`
+//! client processes. Three members talk; one is removed and reads nothing more; a member added
+//! later sees nothing from before; only the owner can change the roster. (The cryptographic
+//! versions of these claims, with a malicious relay handing ciphertexts to the removed or late
+//! member, are in `crates/client/src/group.rs` and `crates/protocol/tests/groups.rs`.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
+
+const PW: &str = "correct horse battery staple";
+
+struct Relay {
+    child: Child,
+}
+
+impl Relay {
+    fn start(db: &Path, port: u16) -> Self {
+        Self::start_with(db, port, &[])
+    }
+    fn start_with(db: &Path, port: u16, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sotto"))
+            .args(["relay", "--listen", &format!("127.0.0.1:{port}"), "--store"])
+            .arg(format!("sqlite:{}", db.display()))
+            .args(["--sync", "normal"])
+            .args(extra)
+            .env("SOTTO_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("listening"), "relay banner {line:?}");
+        Self { child }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct User {
+    dir: PathBuf,
+}
+
+impl User {
+    fn run_with(&self, args: &[&str], pw: &str, env: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sotto"));
+        c.args(args)
+            .env("SOTTO_PROFILE", &self.dir)
+            .env("SOTTO_PASSPHRASE", pw)
+            .env("SOTTO_INSECURE_TEST_KDF", "1")
+            // Errors must stay one line even where users enable backtraces.
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run_with(args, PW, &[]);
+        assert!(
+            o.status.success(),
+            "sotto {args:?} failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+    fn fails(&self, args: &[&str]) -> String {
+        let o = self.run_with(args, PW, &[]);
+        assert!(!o.status.success(), "sotto {args:?} should fail");
+        String::from_utf8(o.stderr).unwrap()
+    }
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(args)).unwrap()
+    }
+    fn setup(root: &Path, name: &str, url: &str) -> Self {
+        let u = Self {
+            dir: root.join(name),
+        };
+        u.ok(&["init"]);
+        u.ok(&["register", "--relay", url]);
+        u
+    }
+    fn invite(&self) -> String {
+        self.ok(&["invite", "--plain"]).trim().to_owned()
+    }
+}
+
+fn group_texts(out: &str) -> Vec<String> {
+    out.lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["event"] == "group_message")
+        .map(|m| m["text"].as_str().unwrap_or("<none>").to_owned())
+        .collect()
+}
+
+fn group_events(out: &str, kind: &str) -> Vec<Value> {
+    out.lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["event"] == kind)
+        .collect()
+}
+
+#[test]
+fn three_members_send_remove_add_and_only_the_owner_changes_the_roster() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("ws://127.0.0.1:{port}/");
+    let _relay = Relay::start(&tmp.path().join("relay.db"), port);
+    let alice = User::setup(tmp.path(), "alice", &url);
+    let bob = User::setup(tmp.path(), "bob", &url);
+    let carol = User::setup(tmp.path(), "carol", &url);
+    let dave = User::setup(tmp.path(), "dave", &url);
+    for (name, u) in [("bob", &bob), ("carol", &carol), ("dave", &dave)] {
+        alice.ok(&["contact", "add", name, &u.invite()]);
+    }
+    bob.ok(&["contact", "add", "dave", &dave.invite()]);
+
+    alice.ok(&["group", "create", "team"]);
+    alice.ok(&["group", "add", "team", "bob"]);
+    alice.ok(&["group", "add", "team", "carol"]);
+    // Everyone receives the roster and hands out sender keys (pairwise), until settled.
+    for u in [&bob, &carol, &alice, &bob] {
+        let out = u.ok(&["recv", "--json"]);
+        assert!(group_events(&out, "group_warning").is_empty(), "{out}");
+    }
+    let members = bob.json(&["group", "members", "team", "--json"]);
+    assert_eq!(
+        members[0]["members"].as_array().unwrap().len(),
+        3,
+        "{members}"
+    );
+    assert_eq!(members[0]["members"][0]["is_owner"], true);
+
+    alice.ok(&["group", "send", "team", "hello team"]);
+    assert_eq!(group_texts(&bob.ok(&["recv", "--json"])), ["hello team"]);
+    assert_eq!(group_texts(&carol.ok(&["recv", "--json"])), ["hello team"]);
+    bob.ok(&["group", "send", "team", "hi from bob"]);
+    assert_eq!(group_texts(&alice.ok(&["recv", "--json"])), ["hi from bob"]);
+    assert_eq!(group_texts(&carol.ok(&["recv", "--json"])), ["hi from bob"]);
+
+    // Only the owner changes the roster.
+    assert!(
+        bob.fails(&["group", "add", "team", "dave"])
+            .contains("only the owner")
+    );
+
+    // Carol is removed: she is told, and reads nothing sent afterwards.
+    alice.ok(&["group", "remove", "team", "carol"]);
+    let out = carol.ok(&["recv", "--json"]);
+    let changed = group_events(&out, "group_changed");
+    assert_eq!(changed[0]["change"], "you were removed", "{out}");
+    bob.ok(&["recv"]); // applies the removal, rotates, sends his new key to Alice
+    alice.ok(&["recv"]);
+    alice.ok(&["group", "send", "team", "carol cannot read this"]);
+    bob.ok(&["group", "send", "team", "nor this"]);
+    assert_eq!(
+        group_texts(&bob.ok(&["recv", "--json"])),
+        ["carol cannot read this"]
+    );
+    assert_eq!(group_texts(&alice.ok(&["recv", "--json"])), ["nor this"]);
+    assert!(group_texts(&carol.ok(&["recv", "--json"])).is_empty());
+    assert!(
+        carol
+            .fails(&["group", "send", "team", "x"])
+            .contains("not a member")
+    );
+    let inbox = carol.ok(&["inbox"]);
+    assert!(!inbox.contains("cannot read this"), "{inbox}");
+
+    // Dave joins later: he reads what is sent from now on, nothing from before.
+    alice.ok(&["group", "add", "team", "dave"]);
+    for u in [&dave, &bob, &alice, &dave] {
+        let out = u.ok(&["recv", "--json"]);
+        assert!(group_events(&out, "group_warning").is_empty(), "{out}");
+    }
+    alice.ok(&["group", "send", "team", "welcome dave"]);
+    bob.ok(&["group", "send", "team", "hi dave"]);
+    let got = group_texts(&dave.ok(&["recv", "--json"]));
+    assert_eq!(got, ["welcome dave", "hi dave"]);
+    let inbox = dave.ok(&["inbox"]);
+    assert!(
+        !inbox.contains("hello team") && !inbox.contains("carol cannot"),
+        "{inbox}"
+    );
+    let roster = alice.json(&["group", "members", "team", "--json"]);
+    let names: Vec<&str> = roster[0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["you", "bob", "dave"]);
+
+    // Bob leaves; the group goes on without him.
+    bob.ok(&["group", "leave", "team"]);
+    for u in [&alice, &dave, &alice] {
+        u.ok(&["recv"]);
+    }
+    alice.ok(&["group", "send", "team", "just us"]);
+    assert_eq!(group_texts(&dave.ok(&["recv", "--json"])), ["just us"]);
+    // Bob still gets what was sent while he was a member, not what came after he left.
+    assert_eq!(group_texts(&bob.ok(&["recv", "--json"])), ["welcome dave"]);
+}
