@@ -466,10 +466,12 @@ async fn writer(
     while let Some(out) = rx.recv().await {
         match out {
             Out::Bytes(b) => {
+                // Recorded before the write: the peer may answer before `write_all` returns, and
+                // the capture must keep cause before effect.
+                leg.data(proxy_is_client, &b);
                 if w.write_all(&b).await.is_err() {
                     break;
                 }
-                leg.data(proxy_is_client, &b);
             }
             Out::Close => {
                 let _ = w.shutdown().await;
