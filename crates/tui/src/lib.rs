@@ -76,7 +76,10 @@ async fn event_loop(guard: &mut terminal::Guard, client: &mut Client) -> Result<
         if app.quit {
             break;
         }
-        if retry_at.is_none() && !client.is_connected() && app.relay != RelayState::Connecting {
+        // Connecting now (not waiting for a retry): ticks pause so they do not interrupt the
+        // handshake; keys still do (a dropped attempt is simply started again).
+        let connecting = !client.is_connected() && retry_at.is_none_or(|t| t <= Instant::now());
+        if connecting && app.relay != RelayState::Connecting {
             app.relay = RelayState::Connecting;
             continue;
         }
@@ -121,7 +124,7 @@ async fn event_loop(guard: &mut terminal::Guard, client: &mut Client) -> Result<
                 Some(Err(e)) => return Err(e.into()),
                 None => break,
             },
-            _ = tick.tick() => app.tick(client),
+            _ = tick.tick(), if !connecting => app.tick(client),
         }
         if std::mem::take(&mut app.flush_wanted) {
             flush = true;

@@ -145,7 +145,15 @@ fn list_line(c: &Conversation, width: usize, now_ms: u64, selected: bool) -> Lin
     }
     Line::from(vec![
         badge_span(c.badge),
-        Span::styled(format!(" {name}{}", " ".repeat(pad)), style),
+        // The marker keeps the selection visible without colours (and in text captures).
+        Span::styled(
+            format!(
+                "{}{name}{}",
+                if selected { '▸' } else { ' ' },
+                " ".repeat(pad)
+            ),
+            style,
+        ),
         Span::styled(right, style),
     ])
 }

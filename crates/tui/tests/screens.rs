@@ -450,3 +450,18 @@ fn lazy_history_and_mouse_scroll() {
     key(&mut app, &mut src, KeyCode::Char('G'));
     assert_eq!(app.history.as_ref().unwrap().scroll, 0);
 }
+
+#[test]
+fn status_bar_shows_reconnect_countdown() {
+    let mut src = conversation();
+    let mut app = App::new(&mut src);
+    fixed(&mut app);
+    app.now = std::time::Instant::now();
+    app.relay = RelayState::Retrying(app.now + std::time::Duration::from_millis(4_500));
+    let screen = render(&app, 80, 24);
+    assert!(screen.contains("○ offline, retrying in 5s"), "{screen}");
+    app.relay = RelayState::Connecting;
+    assert!(render(&app, 80, 24).contains("◌ connecting…"));
+    app.relay = RelayState::NotRegistered;
+    assert!(render(&app, 80, 24).contains("not registered"));
+}
