@@ -70,7 +70,7 @@ pub enum Verdict {
     Forward,
     /// Swallow it; the note says why (shown in the log and the report).
     Drop(String),
-    /// Pass it on unchanged after a while.
+    /// Pass it on unchanged after a while; later frames in the same direction wait behind it.
     Delay(Duration, String),
     /// Send these frames instead (none, one modified frame, or the original plus replays).
     Replace(Vec<Vec<u8>>, String),
@@ -522,7 +522,11 @@ async fn reader(
             match ws::parse(&buf) {
                 Ok(Some((frame, used))) => {
                     buf.drain(..used);
-                    on_frame(&s, conn, dir, frame, &forward);
+                    // A delayed frame holds back this direction, like a slow link: order is kept.
+                    if let Some((d, raw)) = on_frame(&s, conn, dir, frame, &forward) {
+                        tokio::time::sleep(d).await;
+                        let _ = forward.send(Out::Bytes(raw));
+                    }
                 }
                 Ok(None) => break,
                 Err(_) => {
@@ -550,10 +554,10 @@ fn on_frame(
     dir: Dir,
     frame: ws::WsFrame,
     forward: &mpsc::UnboundedSender<Out>,
-) {
+) -> Option<(Duration, Vec<u8>)> {
     if frame.opcode != ws::OP_BINARY || !frame.fin {
         let _ = forward.send(Out::Bytes(frame.raw));
-        return;
+        return None;
     }
     let mut who = s
         .conns
@@ -608,13 +612,9 @@ fn on_frame(
                 who,
                 dir,
                 &frame.payload,
-                format!("delayed: {note}"),
+                format!("delayed {} ms: {note}", d.as_millis()),
             );
-            let tx = forward.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(d).await;
-                let _ = tx.send(Out::Bytes(frame.raw));
-            });
+            return Some((d, frame.raw));
         }
         Verdict::Replace(frames, note) => {
             if frames.is_empty() {
@@ -642,4 +642,5 @@ fn on_frame(
             }
         }
     }
+    None
 }

@@ -256,7 +256,13 @@ pre{{background:#f8f8f8;padding:8px;overflow-x:auto;font-size:12px}}.ok{{color:#
     }
     html.push_str("</table>\n");
     for (i, o) in outcomes.iter().enumerate() {
-        let _ = writeln!(md, "\n## {}. {} {{#{}}}\n", i + 1, o.title, o.id);
+        let _ = writeln!(
+            md,
+            "\n<a id=\"{}\"></a>\n\n## {}. {}\n",
+            o.id,
+            i + 1,
+            o.title
+        );
         let _ = writeln!(
             md,
             "**Attack.** {}\n\n**Expected.** {}\n",

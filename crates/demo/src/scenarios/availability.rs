@@ -2,7 +2,12 @@
 //! keeps sending; Bob comes back and gets everything in order. Then the relay is killed with
 //! messages queued, restarted on the same database, and still delivers them.
 
+use std::time::Duration;
+
 use sotto_client::{Client, DeliveryState};
+use sotto_wire::RelayFrame;
+
+use crate::proxy::{Dir, Verdict};
 
 use crate::world::{PASSPHRASE, World, inbox, introduce, relay_healthy, send, sync, timed};
 use crate::{Ctx, Error, Evidence, Outcome, Scenario, ScenarioFuture};
@@ -28,7 +33,7 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
     let mut o = Outcome::new(
         "availability",
         "Availability",
-        "cut Bob's connection mid-conversation (and kill his client) while Alice keeps sending; then kill the relay outright with messages queued and restart it on the same database",
+        "cut Bob's connection mid-conversation (and kill his client) while Alice keeps sending; slow his link when he returns; then kill the relay outright with messages queued and restart it on the same database",
         "the relay keeps serving Alice; Bob reconnects and receives every message in order; after the relay restart the queued messages are still delivered",
     );
     o.headline = "cut Bob off; kill and restart the relay".into();
@@ -78,9 +83,30 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
         ),
     );
 
-    ctx.say("      Bob restarts his client and reconnects");
+    ctx.say("      Bob restarts his client and reconnects over a link the attacker slows down");
     let mut bob = Client::open(&w.profile_dir("bob"), PASSPHRASE)?;
+    w.proxy.set_policy(Box::new(move |ic| {
+        if ic.dir == Dir::ToClient
+            && ic.who == Some(b_key)
+            && matches!(ic.relay_frame(), Some(RelayFrame::Deliver(_)))
+        {
+            Verdict::Delay(Duration::from_millis(40), "slowed Bob's link".into())
+        } else {
+            Verdict::Forward
+        }
+    }));
     sync(&mut bob).await?;
+    w.proxy.clear_policy();
+    let delayed = w
+        .proxy
+        .log()
+        .iter()
+        .filter(|f| f.action.starts_with("delayed"))
+        .count();
+    o.check(
+        delayed >= 5,
+        format!("the attacker held back each of the {delayed} deliveries to Bob by 40 ms"),
+    );
     let texts: Vec<String> = inbox(&bob, "alice")?
         .into_iter()
         .filter_map(|m| m.text)
