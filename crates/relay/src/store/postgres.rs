@@ -31,7 +31,7 @@
 //! advisory lock so relays started together do not race. Tables live in the connection's
 //! `search_path` schema (`?options=-csearch_path%3DNAME` in the URL selects another one).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -40,7 +40,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use sotto_protocol::IdentityKey;
 use sotto_wire::{BundleIn, MessageId, PrekeyCounts, PrekeyRecord, RelayId, UploadPrekeysOut};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
@@ -158,6 +158,100 @@ pub struct PostgresStore {
     channel: String,
     /// Identifies this process's notifications (hex), so its own listener skips them.
     instance: String,
+    /// Acknowledgements go to one writer task that commits all waiting ones together.
+    acks: mpsc::Sender<AckRequest>,
+}
+
+/// An acknowledgement waiting for [`ack_writer`].
+struct AckRequest {
+    recipient: [u8; 32],
+    ids: Vec<i64>,
+    reply: oneshot::Sender<Result<u64, StoreError>>,
+}
+
+/// Most acknowledgements committed in one transaction.
+const MAX_ACK_BATCH: usize = 1024;
+
+/// Commits acknowledgements in batches: everything waiting goes into one transaction (group
+/// commit, as the SQLite writer does), so a client acknowledging each message as it arrives costs
+/// one row lock and one commit per batch instead of per message.
+async fn ack_writer(pool: Pool, mut requests: mpsc::Receiver<AckRequest>) {
+    let mut batch = Vec::with_capacity(64);
+    while requests.recv_many(&mut batch, MAX_ACK_BATCH).await > 0 {
+        let result = retrying!(ack_batch(&pool, &batch));
+        match result {
+            Ok(counts) => {
+                for (request, n) in batch.drain(..).zip(counts) {
+                    let _ = request.reply.send(Ok(n));
+                }
+            }
+            Err(e) => {
+                for request in batch.drain(..) {
+                    let _ = request.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Deletes the acknowledged messages of a batch in one transaction; returns the count per request.
+async fn ack_batch(pool: &Pool, batch: &[AckRequest]) -> Result<Vec<u64>, Failure> {
+    // Each (recipient, id) once; the first request naming it is credited with the deletion.
+    let mut owner: HashMap<([u8; 32], i64), usize> = HashMap::new();
+    for (i, r) in batch.iter().enumerate() {
+        for id in &r.ids {
+            owner.entry((r.recipient, *id)).or_insert(i);
+        }
+    }
+    let mut mailboxes: Vec<&[u8]> = batch.iter().map(|r| &r.recipient[..]).collect();
+    mailboxes.sort_unstable();
+    mailboxes.dedup();
+    let recipients: Vec<&[u8]> = owner.keys().map(|(k, _)| &k[..]).collect();
+    let ids: Vec<i64> = owner.keys().map(|(_, id)| *id).collect();
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| StoreError::Database(format!("no database connection: {e}")))?;
+    let tx = client.transaction().await?;
+    // The mailbox rows are locked first, in key order, as enqueue and expiry do.
+    tx.execute(
+        &tx.prepare_cached("SELECT 1 FROM identities WHERE key = ANY($1) ORDER BY key FOR UPDATE")
+            .await?,
+        &[&mailboxes],
+    )
+    .await?;
+    let rows = tx
+        .query(
+            &tx.prepare_cached(
+                "WITH gone AS (DELETE FROM messages m
+                               USING UNNEST($1::BYTEA[], $2::BIGINT[]) AS u(recipient, id)
+                               WHERE m.recipient = u.recipient AND m.id = u.id
+                               RETURNING m.recipient, m.id, octet_length(m.body) AS len),
+                      total AS (SELECT recipient, COUNT(*) AS n, SUM(len)::BIGINT AS b
+                                FROM gone GROUP BY recipient),
+                      counters AS (UPDATE identities
+                                   SET mailbox_count = mailbox_count - total.n,
+                                       mailbox_bytes = mailbox_bytes - total.b
+                                   FROM total WHERE key = total.recipient)
+                 SELECT recipient, id FROM gone",
+            )
+            .await?,
+            &[&recipients, &ids],
+        )
+        .await?;
+    tx.commit().await?;
+    let mut counts = vec![0u64; batch.len()];
+    for r in rows {
+        let key: &[u8] = r.try_get(0)?;
+        let id: i64 = r.try_get(1)?;
+        if let Some(&i) = <[u8; 32]>::try_from(key)
+            .ok()
+            .and_then(|k| owner.get(&(k, id)))
+        {
+            counts[i] += 1;
+        }
+    }
+    Ok(counts)
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -225,12 +319,15 @@ impl PostgresStore {
         let mut instance = [0u8; 8];
         getrandom::fill(&mut instance)
             .map_err(|_| StoreError::Database("no OS randomness".into()))?;
+        let (acks, ack_requests) = mpsc::channel(16 * 1024);
+        tokio::spawn(ack_writer(pool.clone(), ack_requests));
         let mut store = Self {
             pool,
             config,
             relay_id: RelayId([0; 32]),
             channel: String::new(),
             instance: hex(&instance),
+            acks,
         };
         let mut client = store.client().await?;
         let schema: Option<String> = client
@@ -562,29 +659,6 @@ impl PostgresStore {
             .collect::<Result<_, _>>()
     }
 
-    async fn ack_once(&self, recipient: &[u8; 32], ids: &[i64]) -> Result<u64, Failure> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                // The mailbox row is locked first (as enqueue and expiry do), then the messages.
-                "WITH mailbox AS (SELECT key FROM identities WHERE key = $1 FOR UPDATE),
-                      gone AS (DELETE FROM messages
-                               WHERE recipient = (SELECT key FROM mailbox) AND id = ANY($2)
-                               RETURNING octet_length(body) AS len),
-                      total AS (SELECT COUNT(*) AS n, COALESCE(SUM(len), 0)::BIGINT AS b FROM gone)
-                 UPDATE identities SET mailbox_count = mailbox_count - total.n,
-                                       mailbox_bytes = mailbox_bytes - total.b
-                 FROM total WHERE key = $1
-                 RETURNING total.n",
-            )
-            .await?;
-        let row = client.query_opt(&stmt, &[&&recipient[..], &ids]).await?;
-        Ok(match row {
-            Some(r) => to_u64(r.try_get(0)?),
-            None => 0,
-        })
-    }
-
     /// Deletes expired messages of up to [`EXPIRE_CHUNK`] recipients; returns (deleted, recipients).
     async fn expire_chunk(&self, now_ms: i64) -> Result<(u64, usize), Failure> {
         let mut client = self.client().await?;
@@ -911,8 +985,16 @@ impl Store for PostgresStore {
         if ids.is_empty() {
             return Ok(0);
         }
-        let key = recipient.to_bytes();
-        retrying!(self.ack_once(&key, &ids))
+        let (reply, result) = oneshot::channel();
+        self.acks
+            .send(AckRequest {
+                recipient: recipient.to_bytes(),
+                ids,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        result.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn expire(&self, now_ms: u64) -> Result<u64, StoreError> {
