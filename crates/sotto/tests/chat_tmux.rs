@@ -90,8 +90,11 @@ impl Tmux {
     /// Starts `sotto chat` for the profile in `dir` in a new 100x30 session `name`. When chat
     /// exits, the pane shows its exit status.
     fn chat(&self, name: &str, dir: &Path) {
+        self.chat_with(name, dir, "");
+    }
+    fn chat_with(&self, name: &str, dir: &Path, env: &str) {
         let script = format!(
-            "env SOTTO_PROFILE='{}' SOTTO_PASSPHRASE='{PW}' TERM=xterm-256color '{}' chat; echo \"chat exited with $?\"; sleep 60",
+            "env SOTTO_PROFILE='{}' SOTTO_PASSPHRASE='{PW}' TERM=xterm-256color {env} '{}' chat; echo \"chat exited with $?\"; sleep 60",
             dir.display(),
             env!("CARGO_BIN_EXE_sotto"),
         );
@@ -202,4 +205,24 @@ fn a_message_typed_in_one_chat_appears_in_the_other() {
         let screen = tmux.wait_for(who, "chat exited with 0");
         assert!(!screen.contains("Conversations"), "{screen}");
     }
+
+    // A panic inside the UI (forced by a test hook after the first frame) still restores the
+    // terminal: the panic message and the shell's next line land on the normal screen.
+    tmux.chat_with("crash", alice, "SOTTO_TUI_CRASH_TEST=1 RUST_BACKTRACE=0");
+    let screen = tmux.wait_for("crash", "chat exited with 101");
+    assert!(screen.contains("deliberate panic"), "{screen}");
+    assert!(
+        !screen.contains("Conversations"),
+        "UI left on screen:\n{screen}"
+    );
+    // Raw mode is off again: the panic message's second line starts at column 0 (in raw mode a
+    // newline does not return the carriage and the line would be pushed right).
+    let line = screen
+        .lines()
+        .find(|l| l.contains("deliberate panic"))
+        .unwrap();
+    assert!(
+        line.starts_with("SOTTO_TUI_CRASH_TEST"),
+        "{line:?}\n{screen}"
+    );
 }

@@ -12,7 +12,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
-use sotto_client::{DeliveryState, Direction};
+use sotto_client::{Client, DeliveryState, Direction, Invite, KdfParams};
 use sotto_tui::app::App;
 use sotto_tui::memory::MemorySource;
 use sotto_tui::source::Badge;
@@ -87,5 +87,64 @@ fn bench(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, bench);
+/// The same with the real profile database (`sotto_client::Client` as the source): pages come
+/// from SQLite and are decrypted. The profile lives in /dev/shm when there is one, so composing
+/// the 100,000 messages does not wait for 100,000 disk syncs.
+fn bench_profile(c: &mut Criterion) {
+    let base = if std::path::Path::new("/dev/shm").is_dir() {
+        tempfile::tempdir_in("/dev/shm")
+    } else {
+        tempfile::tempdir()
+    }
+    .unwrap();
+    let mut client = Client::init(&base.path().join("a"), b"pw", KdfParams::INSECURE_TEST).unwrap();
+    let other = Client::init(&base.path().join("b"), b"pw", KdfParams::INSECURE_TEST).unwrap();
+    let invite = Invite {
+        identity: other.identity(),
+        relay: "ws://127.0.0.1:1/".into(),
+    }
+    .encode()
+    .unwrap();
+    client.add_contact("bob", &invite).unwrap();
+    let t = std::time::Instant::now();
+    for i in 0..MESSAGES {
+        let text = format!(
+            "message {i}: {}",
+            "lorem ipsum dolor sit amet ".repeat(1 + (i % 7) as usize)
+        );
+        client.compose("bob", &text, false).unwrap();
+    }
+    eprintln!("composed {MESSAGES} messages in {:?}", t.elapsed());
+    let mut term = Terminal::new(TestBackend::new(W, H)).unwrap();
+    let mut g = c.benchmark_group("tui_100k_profile");
+    g.sample_size(20);
+    g.bench_function("open_and_first_frame", |b| {
+        b.iter(|| {
+            let mut app = App::new(&mut client);
+            app.resize(H);
+            term.draw(|f| ui::draw(f, &app)).unwrap();
+            black_box(app.history.as_ref().map(|h| h.total));
+        });
+    });
+    let mut app = App::new(&mut client);
+    app.resize(H);
+    let page_up = Event::Key(KeyEvent::new(KeyCode::PageUp, KeyModifiers::NONE));
+    g.bench_function("page_up_and_frame", |b| {
+        b.iter(|| {
+            if app
+                .history
+                .as_ref()
+                .is_some_and(|h| h.scroll + 100 >= h.total)
+            {
+                app = App::new(&mut client);
+                app.resize(H);
+            }
+            app.handle_terminal(page_up.clone(), &mut client);
+            term.draw(|f| ui::draw(f, &app)).unwrap();
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_profile);
 criterion_main!(benches);

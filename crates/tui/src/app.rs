@@ -124,6 +124,8 @@ pub struct App {
     pub quit: bool,
     /// A message was queued: the event loop should flush the outbox.
     pub flush_wanted: bool,
+    /// The last read mark written (conversation, newest row then).
+    read_mark: Option<(ConvId, Option<i64>)>,
 }
 
 fn now_ms() -> u64 {
@@ -174,6 +176,7 @@ impl App {
             pane_rows: 20,
             quit: false,
             flush_wanted: false,
+            read_mark: None,
         };
         app.reload_conversations(src);
         app.open_selected(src);
@@ -236,21 +239,27 @@ impl App {
         self.mark_read(src);
     }
 
+    /// Marks the open conversation read when it shows the newest entry. The mark is written
+    /// once per newest entry (also for our own messages, so the unread count never rescans
+    /// them).
     fn mark_read(&mut self, src: &mut dyn Source) {
         let Some(h) = &self.history else { return };
         if h.scroll != 0 {
             return;
         }
         let id = h.id.clone();
+        let newest = h.entries.back().map(|e| e.row);
         if let Some(c) = self.conversations.iter_mut().find(|c| c.id == id) {
-            if c.unread == 0 {
-                return;
-            }
             c.unread = 0;
         }
-        if let Err(e) = src.mark_read(&id) {
+        let mark = (id, newest);
+        if self.read_mark.as_ref() == Some(&mark) {
+            return;
+        }
+        if let Err(e) = src.mark_read(&mark.0) {
             self.error(e);
         }
+        self.read_mark = Some(mark);
     }
 
     /// Makes sure `n` entries from the bottom are loaded (lazy history).

@@ -43,6 +43,15 @@ use crate::app::{App, RelayState};
 /// How often the clock and countdown refresh, and stored changes are picked up.
 const TICK: Duration = Duration::from_secs(1);
 
+/// Test hook: when this variable is set, `run` panics right after drawing the first frame, so
+/// the end-to-end test can check that the panic hook restores the terminal.
+pub const CRASH_TEST_ENV: &str = "SOTTO_TUI_CRASH_TEST";
+
+#[allow(clippy::panic)]
+fn crash_for_test() -> ! {
+    panic!("{CRASH_TEST_ENV} is set: deliberate panic to test terminal restoration")
+}
+
 /// Why `sotto chat` stopped other than by the user quitting.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -71,8 +80,12 @@ async fn event_loop(guard: &mut terminal::Guard, client: &mut Client) -> Result<
     // When to try the relay next (None: now).
     let mut retry_at: Option<Instant> = None;
     let mut flush = true;
+    let crash_test = std::env::var_os(CRASH_TEST_ENV).is_some();
     loop {
         guard.terminal.draw(|f| ui::draw(f, &app))?;
+        if crash_test {
+            crash_for_test();
+        }
         if app.quit {
             break;
         }
