@@ -15,6 +15,9 @@ use crate::source::{Badge, ConvId, Conversation, Entry, Safety, Source};
 /// Entries loaded per page of history.
 pub const PAGE: usize = 200;
 
+/// The conversation list is re-read every this many ticks.
+const LIST_REFRESH_TICKS: u64 = 5;
+
 /// The relay connection as the status bar shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RelayState {
@@ -126,6 +129,8 @@ pub struct App {
     pub flush_wanted: bool,
     /// The last read mark written (conversation, newest row then).
     read_mark: Option<(ConvId, Option<i64>)>,
+    /// Ticks so far.
+    ticks: u64,
 }
 
 fn now_ms() -> u64 {
@@ -177,6 +182,7 @@ impl App {
             quit: false,
             flush_wanted: false,
             read_mark: None,
+            ticks: 0,
         };
         app.reload_conversations(src);
         app.open_selected(src);
@@ -609,6 +615,12 @@ impl App {
         self.now = Instant::now();
         self.now_ms = now_ms();
         self.refresh_tail(src);
+        // A safety net for events lost when the network branch was interrupted after storing a
+        // message: every few ticks the list (unread counts, last times) is read again.
+        self.ticks = self.ticks.wrapping_add(1);
+        if self.ticks % LIST_REFRESH_TICKS == 0 {
+            self.reload_conversations(src);
+        }
     }
 
     /// Seconds until the next reconnection attempt, when waiting for one.

@@ -465,3 +465,35 @@ fn status_bar_shows_reconnect_countdown() {
     app.relay = RelayState::NotRegistered;
     assert!(render(&app, 80, 24).contains("not registered"));
 }
+
+#[test]
+fn ticks_pick_up_messages_stored_without_an_event() {
+    let mut src = conversation();
+    let mut app = App::new(&mut src);
+    fixed(&mut app);
+    // Stored by the client while no event reached the UI.
+    src.push(
+        "alice",
+        Direction::In,
+        NOW,
+        Some("quietly stored"),
+        DeliveryState::Received,
+        None,
+    );
+    src.push(
+        "bob",
+        Direction::In,
+        NOW,
+        Some("for bob"),
+        DeliveryState::Received,
+        None,
+    );
+    app.tick(&mut src);
+    fixed(&mut app);
+    assert!(render(&app, 80, 24).contains("alice: quietly stored"));
+    for _ in 0..5 {
+        app.tick(&mut src);
+    }
+    let bob = app.conversations.iter().find(|c| c.title == "bob").unwrap();
+    assert_eq!(bob.unread, 2);
+}
