@@ -618,7 +618,7 @@ impl App {
         // A safety net for events lost when the network branch was interrupted after storing a
         // message: every few ticks the list (unread counts, last times) is read again.
         self.ticks = self.ticks.wrapping_add(1);
-        if self.ticks % LIST_REFRESH_TICKS == 0 {
+        if self.ticks.is_multiple_of(LIST_REFRESH_TICKS) {
             self.reload_conversations(src);
         }
     }
