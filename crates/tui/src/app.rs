@@ -5,8 +5,10 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crossterm::event::{
-    Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind,
+    Event as TermEvent, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent,
+    MouseEventKind,
 };
+use ratatui::layout::Rect;
 use sotto_client::{DeliveryState, Direction, Event as ClientEvent};
 
 use crate::input::Input;
@@ -121,6 +123,8 @@ pub struct App {
     pub now: Instant,
     /// Wall-clock now in ms since the epoch, as of the last tick (for timestamps).
     pub now_ms: u64,
+    /// Terminal size (columns, rows), for mouse clicks.
+    pub size: (u16, u16),
     /// Rows of the message pane at the last resize (PageUp/PageDown step).
     pub pane_rows: usize,
     /// The user asked to quit.
@@ -178,6 +182,7 @@ impl App {
             fingerprint: src.own_fingerprint(),
             now: Instant::now(),
             now_ms: now_ms(),
+            size: (80, 24),
             pane_rows: 20,
             quit: false,
             flush_wanted: false,
@@ -334,7 +339,10 @@ impl App {
                 self.mode = Mode::Insert;
                 self.input.insert_str(&s);
             }
-            TermEvent::Resize(_, h) => self.resize(h),
+            TermEvent::Resize(w, h) => {
+                self.size = (w, h);
+                self.resize(h);
+            }
             _ => {}
         }
     }
@@ -344,11 +352,27 @@ impl App {
         self.pane_rows = usize::from(height.saturating_sub(8)).max(1);
     }
 
-    /// Handles a mouse event: the wheel scrolls the conversation.
+    /// Handles a mouse event: the wheel scrolls the conversation, a click in the list opens
+    /// that conversation.
     pub fn handle_mouse(&mut self, m: MouseEvent, src: &mut dyn Source) {
         match m.kind {
             MouseEventKind::ScrollUp => self.scroll(3, src),
             MouseEventKind::ScrollDown => self.scroll(-3, src),
+            MouseEventKind::Down(MouseButton::Left) if self.screen == Screen::Chat => {
+                let list = crate::ui::areas(Rect::new(0, 0, self.size.0, self.size.1), self).list;
+                let inside = m.column > list.x
+                    && m.column + 1 < list.x + list.width
+                    && m.row > list.y
+                    && m.row + 1 < list.y + list.height;
+                if inside {
+                    let rows = usize::from(list.height.saturating_sub(2));
+                    let first = crate::ui::list_first(self.selected, rows);
+                    let i = first + usize::from(m.row - list.y - 1);
+                    if i < self.conversations.len() && i != self.selected {
+                        self.select(i, src);
+                    }
+                }
+            }
             _ => {}
         }
     }

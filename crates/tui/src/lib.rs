@@ -73,6 +73,7 @@ pub async fn run(client: &mut Client) -> Result<(), RunError> {
 async fn event_loop(guard: &mut terminal::Guard, client: &mut Client) -> Result<(), RunError> {
     let mut app = App::new(client);
     let size = guard.terminal.size()?;
+    app.size = (size.width, size.height);
     app.resize(size.height);
     let mut events = crossterm::event::EventStream::new();
     let mut tick = tokio::time::interval(TICK);

@@ -25,16 +25,23 @@ use crate::source::{Badge, Conversation};
 /// The smallest terminal the layout is designed for.
 pub const MIN_SIZE: (u16, u16) = (60, 20);
 
-/// Draws the whole UI.
-pub fn draw(f: &mut Frame<'_>, app: &App) {
-    let area = f.area();
-    if area.width < 20 || area.height < 8 {
-        f.render_widget(
-            Paragraph::new("too small for sotto chat (60x20)").wrap(Wrap { trim: false }),
-            area,
-        );
-        return;
-    }
+/// Where each part of the chat screen goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Areas {
+    /// The conversation list (with its border).
+    pub list: Rect,
+    /// The message pane or the verification screen.
+    pub pane: Rect,
+    /// The input box.
+    pub input: Rect,
+    /// The notice line.
+    pub notice: Rect,
+    /// The status bar.
+    pub status: Rect,
+}
+
+/// The layout of a terminal of size `area` (shared by drawing and mouse handling).
+pub fn areas(area: Rect, app: &App) -> Areas {
     let input_lines = u16::try_from(app.input.line_count()).unwrap_or(u16::MAX);
     let input_h = input_lines.clamp(1, (area.height / 4).max(1)) + 2;
     let [main, input, notice, status] = Layout::vertical([
@@ -47,6 +54,37 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
     let list_w = (area.width / 3).clamp(18, 30);
     let [list, pane] =
         Layout::horizontal([Constraint::Length(list_w), Constraint::Min(10)]).areas(main);
+    Areas {
+        list,
+        pane,
+        input,
+        notice,
+        status,
+    }
+}
+
+/// The first conversation shown in a list of `rows` rows (keeps the selection visible).
+pub fn list_first(selected: usize, rows: usize) -> usize {
+    selected.saturating_sub(rows.saturating_sub(1))
+}
+
+/// Draws the whole UI.
+pub fn draw(f: &mut Frame<'_>, app: &App) {
+    let area = f.area();
+    if area.width < 20 || area.height < 8 {
+        f.render_widget(
+            Paragraph::new("too small for sotto chat (60x20)").wrap(Wrap { trim: false }),
+            area,
+        );
+        return;
+    }
+    let Areas {
+        list,
+        pane,
+        input,
+        notice,
+        status,
+    } = areas(area, app);
 
     draw_list(f, app, list);
     match &app.screen {
@@ -164,7 +202,7 @@ fn draw_list(f: &mut Frame<'_>, app: &App, area: Rect) {
     f.render_widget(block, area);
     let rows = usize::from(inner.height);
     // Keep the selection visible.
-    let first = app.selected.saturating_sub(rows.saturating_sub(1));
+    let first = list_first(app.selected, rows);
     let lines: Vec<Line<'_>> = app
         .conversations
         .iter()

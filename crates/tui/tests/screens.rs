@@ -497,3 +497,29 @@ fn ticks_pick_up_messages_stored_without_an_event() {
     let bob = app.conversations.iter().find(|c| c.title == "bob").unwrap();
     assert_eq!(bob.unread, 2);
 }
+
+#[test]
+fn clicking_a_conversation_opens_it() {
+    let mut src = conversation();
+    let mut app = App::new(&mut src);
+    fixed(&mut app);
+    app.handle_terminal(Event::Resize(80, 24), &mut src);
+    let click = |column, row| {
+        Event::Mouse(MouseEvent {
+            kind: MouseEventKind::Down(crossterm::event::MouseButton::Left),
+            column,
+            row,
+            modifiers: KeyModifiers::NONE,
+        })
+    };
+    // Row 0 is the border; bob is the second entry (row 2).
+    app.handle_terminal(click(5, 2), &mut src);
+    assert_eq!(app.current().unwrap().title, "bob");
+    app.handle_terminal(click(5, 1), &mut src);
+    assert_eq!(app.current().unwrap().title, "alice");
+    // Below the entries, on the border, in the message pane: nothing changes.
+    for (c, r) in [(5, 10), (0, 2), (50, 2)] {
+        app.handle_terminal(click(c, r), &mut src);
+        assert_eq!(app.current().unwrap().title, "alice");
+    }
+}
