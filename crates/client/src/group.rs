@@ -78,6 +78,10 @@ pub struct GroupMember {
     pub is_owner: bool,
     /// Whether the contact's safety number was verified.
     pub verified: bool,
+    /// Whether we hold this member's sender key for the current roster epoch (for us: whether
+    /// our own chain is current). Members send a new key before their first message after a
+    /// roster change, and at once after a removal or leave.
+    pub has_key: bool,
 }
 
 /// One group message of the history.
@@ -354,6 +358,7 @@ impl Client {
                 is_you: *m == me,
                 is_owner: *m == roster.owner(),
                 verified: *m == me || contact.is_some_and(|c| c.verified),
+                has_key: g.group.has_current_key(m),
             });
         }
         Ok(GroupInfo {
@@ -435,7 +440,8 @@ impl Client {
         for m in &before {
             self.queue_control(&mut fx, m, change_control(&change))?;
         }
-        self.rotate_and_distribute(&mut fx, &mut g)?;
+        // Our new key goes out with our next message (`group_compose` rotates first): an
+        // addition needs no immediate rotation, unlike a removal.
         fx.groups.push(self.seal_group(&g)?);
         fx.events.push(Event::GroupChanged {
             group: g.name.clone(),
@@ -868,10 +874,12 @@ impl Client {
             epoch: g.group.roster().epoch(),
             change: text,
         });
-        if !me {
-            self.rotate_and_distribute(fx, &mut g)?;
-        } else {
+        if me {
             g.pending.clear();
+        } else if matches!(c.op, RosterOp::Remove | RosterOp::Leave) {
+            // Removal: rotate now, so the removed member's knowledge stops working at once.
+            // (After an addition the new key goes out with our next message.)
+            self.rotate_and_distribute(fx, &mut g)?;
         }
         self.retry_pending(fx, &mut g)?;
         fx.groups.push(self.seal_group(&g)?);
@@ -1178,10 +1186,22 @@ mod tests {
             .collect()
     }
 
-    fn send(from: &mut Peer, group: &str, text: &str) -> (Vec<IdentityKey>, [u8; 16], Vec<u8>) {
+    /// Composes a group message; hands any new sender key (queued first) to `others`.
+    fn send(
+        from: &mut Peer,
+        others: &mut [&mut Peer],
+        group: &str,
+        text: &str,
+    ) -> (Vec<IdentityKey>, [u8; 16], Vec<u8>) {
         from.c.group_compose(group, text).unwrap();
+        let me = from.c.identity();
         let (controls, mut groups) = take_outbox(&mut from.c);
-        assert!(controls.is_empty(), "no rotation was due");
+        for (to, bytes) in controls {
+            if let Some(p) = others.iter_mut().find(|p| p.c.identity() == to) {
+                let ev = control(&mut p.c, &me, &bytes);
+                assert!(warnings(&ev).is_empty(), "{ev:?}");
+            }
+        }
         groups.pop().unwrap()
     }
 
@@ -1201,14 +1221,24 @@ mod tests {
         assert_eq!(carol.c.group("team").unwrap().epoch, 2);
 
         // A message to three members reaches the other two.
-        let (to, id, early) = send(&mut alice, "team", "hello team");
+        let (to, id, early) = send(
+            &mut alice,
+            &mut [&mut bob, &mut carol],
+            "team",
+            "hello team",
+        );
         assert_eq!(to.len(), 2);
         assert_eq!(texts(&deliver(&mut bob.c, &a, id, &early)), ["hello team"]);
         assert_eq!(
             texts(&deliver(&mut carol.c, &a, id, &early)),
             ["hello team"]
         );
-        let (_, bid, from_bob) = send(&mut bob, "team", "hi from bob");
+        let (_, bid, from_bob) = send(
+            &mut bob,
+            &mut [&mut alice, &mut carol],
+            "team",
+            "hi from bob",
+        );
         let b = bob.c.identity();
         assert_eq!(
             texts(&deliver(&mut carol.c, &b, bid, &from_bob)),
@@ -1259,7 +1289,7 @@ mod tests {
             |e| matches!(e, Event::GroupChanged { change, .. } if change == "you were removed")
         ));
         assert!(!carol.c.group("team").unwrap().active);
-        let (to, id2, after) = send(&mut alice, "team", "carol is gone");
+        let (to, id2, after) = send(&mut alice, &mut [&mut bob], "team", "carol is gone");
         assert_eq!(to, vec![b]);
         assert_eq!(
             texts(&deliver(&mut bob.c, &a, id2, &after)),
@@ -1279,12 +1309,23 @@ mod tests {
         for (i, old) in [(id, &early), (id2, &after)] {
             assert!(texts(&deliver(&mut dave.c, &a, i, old)).is_empty());
         }
-        let (_, id3, welcome) = send(&mut alice, "team", "welcome dave");
+        let (_, id3, welcome) = send(
+            &mut alice,
+            &mut [&mut bob, &mut dave],
+            "team",
+            "welcome dave",
+        );
         assert_eq!(
             texts(&deliver(&mut dave.c, &a, id3, &welcome)),
             ["welcome dave"]
         );
 
+        let m = dave.c.group("team").unwrap().members;
+        assert!(m.iter().all(|x| !x.is_owner || x.has_key));
+        assert!(
+            m.iter().any(|x| !x.is_owner && !x.is_you && !x.has_key),
+            "bob has not sent since the addition: no key for this epoch yet"
+        );
         // State survives a restart: Bob reopens his profile and still reads.
         let dir = bob.c.dir().to_owned();
         drop(std::mem::replace(
@@ -1319,7 +1360,7 @@ mod tests {
         settle(&mut [&mut alice, &mut bob]);
         let a = alice.c.identity();
         for i in 0..sotto_protocol::group::ROTATE_AFTER_MESSAGES {
-            let (_, id, body) = send(&mut alice, "pair", &format!("m{i}"));
+            let (_, id, body) = send(&mut alice, &mut [&mut bob], "pair", &format!("m{i}"));
             if i % 250 == 0 {
                 assert_eq!(
                     texts(&deliver(&mut bob.c, &a, id, &body)),

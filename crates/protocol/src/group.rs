@@ -178,6 +178,18 @@ impl SenderKeyGroup {
             .map(SenderChain::distribution)
     }
 
+    /// Whether we hold `member`'s sender key for the current epoch (always true for us once we
+    /// have our own chain for it).
+    pub fn has_current_key(&self, member: &IdentityKey) -> bool {
+        let (id, epoch) = (self.roster.group_id(), self.roster.epoch());
+        if *member == self.me {
+            return self.own.as_ref().is_some_and(|c| c.epoch() == epoch);
+        }
+        self.records
+            .iter()
+            .any(|(s, r)| s == member && r.has_epoch(&id, epoch))
+    }
+
     /// Messages sent on our current chain.
     pub fn own_iteration(&self) -> Option<u32> {
         self.own.as_ref().map(SenderChain::iteration)

@@ -430,6 +430,13 @@ impl SenderKeyRecord {
         self.chains.clear();
     }
 
+    /// Whether a chain for `group_id` at roster `epoch` is known.
+    pub fn has_epoch(&self, group_id: &[u8; GROUP_ID_LEN], epoch: u64) -> bool {
+        self.chains
+            .iter()
+            .any(|c| c.group_id == *group_id && c.epoch == epoch)
+    }
+
     /// Whether any chain is known.
     pub fn is_empty(&self) -> bool {
         self.chains.is_empty()

@@ -1,0 +1,220 @@
+//! Group chat measurements on loopback (ignored: run explicitly, once, on an idle machine):
+//!
+//! ```text
+//! SOTTO_GROUP_BENCH_SIZES=10,50,100 cargo test -p sotto --test group_bench -- --ignored --nocapture
+//! ```
+//!
+//! For each group size: a real `sotto relay` process (SQLite, default `--sync full`), N in-process
+//! `sotto_client::Client`s with their own profiles (cheap test Argon2 parameters), the owner adds
+//! everyone, every member sends once (so all pairwise sessions and sender keys exist). Then:
+//! - one send: relay-accepted mailbox entries and relay frames/bytes (from `/metrics`) until every
+//!   member has received it;
+//! - one removal: the same counts, and the wall time from the owner's `group_remove` until every
+//!   remaining member holds every remaining member's new sender key (all members online and
+//!   processing concurrently on one thread of this process).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use sotto_client::{Client, Event, KdfParams};
+
+struct RelayProc {
+    child: Child,
+    url: String,
+    addr: String,
+}
+
+impl Drop for RelayProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_relay(db: &std::path::Path) -> RelayProc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sotto"))
+        .args(["relay", "--listen", "127.0.0.1:0", "--store"])
+        .arg(format!("sqlite:{}", db.display()))
+        .env("SOTTO_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_owned();
+    let addr = url
+        .trim_start_matches("ws://")
+        .trim_end_matches('/')
+        .to_owned();
+    RelayProc { child, url, addr }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Counters {
+    accepted: f64,
+    frames_in: f64,
+    frames_out: f64,
+    bytes_in: f64,
+    bytes_out: f64,
+}
+
+fn metrics(addr: &str) -> Counters {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    let get = |prefix: &str| -> f64 {
+        body.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    Counters {
+        accepted: get("sotto_relay_messages_accepted_total"),
+        frames_in: get("sotto_relay_frames_total{direction=\"in\"}"),
+        frames_out: get("sotto_relay_frames_total{direction=\"out\"}"),
+        bytes_in: get("sotto_relay_frame_bytes_total{direction=\"in\"}"),
+        bytes_out: get("sotto_relay_frame_bytes_total{direction=\"out\"}"),
+    }
+}
+
+fn delta(a: Counters, b: Counters) -> String {
+    format!(
+        "mailbox entries {:.0}, frames in {:.0} / out {:.0}, bytes in {:.0} / out {:.0}",
+        b.accepted - a.accepted,
+        b.frames_in - a.frames_in,
+        b.frames_out - a.frames_out,
+        b.bytes_in - a.bytes_in,
+        b.bytes_out - a.bytes_out
+    )
+}
+
+/// Fresh connections for everyone, sync (send outbox, receive until drained, send again),
+/// repeated until a round in which the relay accepted nothing and nothing happened.
+async fn settle(clients: &mut [Client], addr: &str) {
+    for _ in 0..30 {
+        let before = metrics(addr).accepted;
+        let results = join_all(clients.iter_mut().map(|c| async move {
+            c.disconnect().await;
+            let ev = c.sync().await.unwrap();
+            let busy = ev
+                .iter()
+                .any(|e| !matches!(e, Event::Connected | Event::Synced))
+                || c.outbox_len().unwrap() > 0;
+            c.disconnect().await;
+            busy
+        }))
+        .await;
+        if !results.into_iter().any(|b| b) && metrics(addr).accepted == before {
+            return;
+        }
+    }
+    panic!("did not settle");
+}
+
+fn all_keys(c: &Client) -> bool {
+    c.group("g").unwrap().members.iter().all(|m| m.has_key)
+}
+
+async fn measure(n: usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = start_relay(&tmp.path().join("relay.db"));
+    let started = Instant::now();
+    let mut clients = Vec::new();
+    for i in 0..n {
+        let mut c = Client::init(
+            &tmp.path().join(format!("c{i}")),
+            b"pw",
+            KdfParams::INSECURE_TEST,
+        )
+        .unwrap();
+        c.register(&relay.url).await.unwrap();
+        c.disconnect().await;
+        clients.push(c);
+    }
+    let invites: Vec<String> = clients.iter().map(|c| c.invite().unwrap()).collect();
+    {
+        let owner = &mut clients[0];
+        owner.group_create("g").unwrap();
+        for (i, inv) in invites.iter().enumerate().skip(1) {
+            owner.add_contact(&format!("m{i}"), inv).unwrap();
+            owner.group_add("g", &format!("m{i}")).unwrap();
+        }
+    }
+    settle(&mut clients, &relay.addr).await;
+    for c in clients.iter_mut() {
+        c.group_compose("g", "warm-up").unwrap();
+    }
+    settle(&mut clients, &relay.addr).await;
+    assert!(clients.iter().all(all_keys), "everyone holds every key");
+    println!(
+        "n={n}: setup (register, add all, everyone sends once) {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // One send.
+    let before = metrics(&relay.addr);
+    clients[0]
+        .group_compose("g", "one message to everyone")
+        .unwrap();
+    settle(&mut clients, &relay.addr).await;
+    let after = metrics(&relay.addr);
+    println!("n={n}: one send: {}", delta(before, after));
+
+    // One removal: everyone online, processing concurrently.
+    for c in clients.iter_mut() {
+        c.connect().await.unwrap();
+    }
+    let before = metrics(&relay.addr);
+    let t0 = Instant::now();
+    let removed = format!("m{}", n - 1);
+    clients[0].group_remove("g", &removed).unwrap();
+    clients[0].flush().await.unwrap();
+    let (remaining, gone) = clients.split_at_mut(n - 1);
+    let times = join_all(remaining.iter_mut().map(|c| async move {
+        while !(c.group("g").unwrap().epoch == n as u64 && all_keys(c)) {
+            tokio::time::timeout(Duration::from_secs(120), c.next_events())
+                .await
+                .expect("rotation stalled")
+                .unwrap();
+        }
+        t0.elapsed()
+    }))
+    .await;
+    let all_rotated = times.iter().max().copied().unwrap_or_default();
+    let ev = gone[0].next_events().await.unwrap_or_default();
+    let _ = ev;
+    settle(&mut clients, &relay.addr).await;
+    let after = metrics(&relay.addr);
+    println!(
+        "n={n}: one removal: every remaining member rotated after {:.2} s (median member {:.2} s); {}",
+        all_rotated.as_secs_f64(),
+        {
+            let mut t: Vec<f64> = times.iter().map(Duration::as_secs_f64).collect();
+            t.sort_by(f64::total_cmp);
+            t[t.len() / 2]
+        },
+        delta(before, after)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement harness: run explicitly, see the module docs"]
+async fn group_send_and_removal_costs() {
+    let sizes = std::env::var("SOTTO_GROUP_BENCH_SIZES").unwrap_or_else(|_| "10".into());
+    for n in sizes.split(',').filter_map(|s| s.trim().parse().ok()) {
+        measure(n).await;
+    }
+}
