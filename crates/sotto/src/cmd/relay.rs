@@ -226,7 +226,7 @@ fn default_store() -> anyhow::Result<String> {
 /// An opened store of either kind.
 enum AnyStore {
     Sqlite(SqliteStore),
-    Postgres(PostgresStore),
+    Postgres(Box<PostgresStore>),
 }
 
 async fn open_store(
@@ -259,7 +259,7 @@ async fn open_store(
                 .with_context(|| {
                     format!("opening store {}", sotto_relay::config::redact_url(&url))
                 })?;
-            Ok(AnyStore::Postgres(store))
+            Ok(AnyStore::Postgres(Box::new(store)))
         }
     }
 }
@@ -299,7 +299,7 @@ fn invite(args: InviteArgs) -> anyhow::Result<()> {
     rt.block_on(async {
         match open_store(args.store.as_deref(), Durability::Full, 1).await? {
             AnyStore::Sqlite(s) => create_invite(&s, args.expires).await,
-            AnyStore::Postgres(s) => create_invite(&s, args.expires).await,
+            AnyStore::Postgres(s) => create_invite(&*s, args.expires).await,
         }
     })
 }
@@ -329,7 +329,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     match open_store(args.store.as_deref(), durability, args.pg_pool).await? {
         AnyStore::Sqlite(store) => serve_with(store, args).await,
-        AnyStore::Postgres(store) => serve_with(store, args).await,
+        AnyStore::Postgres(store) => serve_with(*store, args).await,
     }
 }
 
