@@ -1,6 +1,6 @@
 //! Scene 6, forward secrecy: after the conversation the attacker steals Bob's whole profile and
-//! passphrase and tries to decrypt everything it recorded. As a control, a copy of Bob's state
-//! taken before the conversation decrypts the same recordings (so the tool works, and what
+//! passphrase and tries to decrypt everything it recorded. As a control, copies of Bob's state
+//! stolen just before each delivery decrypt the same recordings (so the tool works, and what
 //! protects the past is that the keys are gone).
 
 use sotto_client::Client;
@@ -32,7 +32,7 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
         "forward-secrecy",
         "Forward secrecy",
         "record the whole conversation; afterwards steal Bob's complete profile directory and his passphrase, extract every key (identity, prekeys, sessions) and decrypt the recordings",
-        "none of the recorded messages to Bob decrypts with his current keys (a copy of his state from before the conversation, as a control, decrypts them)",
+        "none of the recorded messages to Bob decrypts with his current keys (as a control, copies of his state stolen just before each delivery decrypt them)",
     );
     o.headline = "steal Bob's profile + passphrase afterwards".into();
     let w = World::start().await?;
