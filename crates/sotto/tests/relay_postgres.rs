@@ -448,3 +448,35 @@ async fn sigkill_of_one_relay_under_load_loses_no_accepted_message() {
     let lost: Vec<_> = expected.iter().filter(|id| !got.contains(id)).collect();
     assert!(lost.is_empty(), "accepted but never delivered: {lost:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_fan_out_reaches_members_on_both_relays() {
+    let Some(db) = Db::create("group_fan_out_reaches_members_on_both_relays").await else {
+        return;
+    };
+    let a = RelayProc::start(&db);
+    let b = RelayProc::start(&db);
+    let mut alice = connect(&a.url, 1).await;
+    let mut bob = connect(&b.url, 2).await; // live on the other relay
+    let mut carol = connect(&a.url, 3).await; // live on the same relay
+    connect(&b.url, 4).await.close().await; // dave: registered, offline
+    for c in [&mut alice, &mut bob, &mut carol] {
+        drain(c).await;
+    }
+    let members = vec![kp(2).public(), kp(3).public(), kp(4).public()];
+    alice
+        .send_multi(members, mid(7), b"to the group".to_vec())
+        .await
+        .unwrap();
+    for c in [&mut bob, &mut carol] {
+        let d = next_delivery(c).await;
+        assert_eq!(
+            (d.sender, d.message_id, d.body.as_slice()),
+            (kp(1).public(), mid(7), &b"to the group"[..])
+        );
+    }
+    let mut dave = connect(&a.url, 4).await;
+    let got = drain(&mut dave).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, b"to the group");
+}
