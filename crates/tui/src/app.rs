@@ -1,7 +1,7 @@
 //! The application state and everything that changes it: keys, mouse, client events, ticks.
 //! Nothing here draws; [`crate::ui`] reads an [`App`] and draws it.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crossterm::event::{
@@ -12,7 +12,7 @@ use ratatui::layout::Rect;
 use sotto_client::{DeliveryState, Direction, Event as ClientEvent};
 
 use crate::input::Input;
-use crate::source::{Badge, ConvId, Conversation, Entry, Safety, Source};
+use crate::source::{Badge, ConvId, Conversation, Entry, GroupOp, GroupView, Safety, Source};
 
 /// Entries loaded per page of history.
 pub const PAGE: usize = 200;
@@ -54,7 +54,25 @@ pub enum Screen {
         /// The number.
         safety: Safety,
     },
+    /// A group's members and their verification state (`/members`).
+    Members {
+        /// The group's roster.
+        view: GroupView,
+    },
 }
+
+/// A system line shown inline in a conversation: a roster change or a relay warning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Note {
+    /// The roster changed ("you added carol", "bob left"), with the new epoch.
+    Roster(String),
+    /// Something was refused (a relay-injected sender, a forged change).
+    Warning(String),
+}
+
+/// System lines of a conversation, keyed by the row of the newest entry when they happened
+/// (0: before any entry): drawn right after that entry.
+pub type Notes = BTreeMap<i64, Vec<Note>>;
 
 /// A line under the input box: the outcome of the last command or action.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,6 +149,9 @@ pub struct App {
     pub quit: bool,
     /// A message was queued: the event loop should flush the outbox.
     pub flush_wanted: bool,
+    /// Roster changes and warnings per conversation, kept for this session (the client
+    /// reports them as events and does not store them).
+    pub notes: HashMap<ConvId, Notes>,
     /// The last read mark written (conversation, newest row then).
     read_mark: Option<(ConvId, Option<i64>)>,
     /// Ticks so far.
@@ -162,6 +183,12 @@ pub const HELP: &[(&str, &str)] = &[
     ("/add NAME INVITE", "add a contact from their invite"),
     ("/invite", "show your invite to give to a friend"),
     ("/verify", "compare safety numbers, mark verified"),
+    ("/group create NAME", "create a group you own (and open it)"),
+    ("/group add|remove C", "add / remove contact C (owner only)"),
+    (
+        "/group leave  /members",
+        "leave the open group / its members and trust",
+    ),
     ("/help  /quit", "this help / leave"),
 ];
 
@@ -186,6 +213,7 @@ impl App {
             pane_rows: 20,
             quit: false,
             flush_wanted: false,
+            notes: HashMap::new(),
             read_mark: None,
             ticks: 0,
         };
@@ -398,6 +426,12 @@ impl App {
             let id = id.clone();
             return self.verify_key(k, &id, src);
         }
+        if let Screen::Members { .. } = &self.screen {
+            if matches!(k.code, KeyCode::Esc | KeyCode::Enter | KeyCode::Char('q')) {
+                self.screen = Screen::Chat;
+            }
+            return;
+        }
         match self.mode {
             Mode::Insert => self.insert_key(k, src),
             Mode::Normal => self.normal_key(k, src),
@@ -558,17 +592,84 @@ impl App {
                 Err(e) => self.error(e),
             },
             ("/add", _) => self.error("usage: /add NAME INVITE"),
-            ("/verify", []) => {
+            ("/verify", []) | ("/members", []) => {
                 let Some(id) = self.current().map(|c| c.id.clone()) else {
                     return self.error("no conversation to verify");
                 };
+                if id.is_group() {
+                    return match src.group_view(&id.key) {
+                        Ok(view) => self.screen = Screen::Members { view },
+                        Err(e) => self.error(e),
+                    };
+                }
+                if cmd == "/members" {
+                    return self.error("/members works in a group; /verify for a contact");
+                }
                 match src.safety(&id) {
                     Ok(safety) => self.screen = Screen::Verify { id, safety },
                     Err(e) => self.error(e),
                 }
             }
+            ("/group", ["create", name @ ..]) if !name.is_empty() => {
+                let name = name.join(" ");
+                match src.group_create(&name) {
+                    Ok(()) => {
+                        self.info(format!(
+                            "created group {name}; /group add CONTACT to invite members"
+                        ));
+                        self.reload_conversations(src);
+                        let id = ConvId::group(&name);
+                        if let Some(i) = self.conversations.iter().position(|c| c.id == id) {
+                            self.select(i, src);
+                        }
+                    }
+                    Err(e) => self.error(e),
+                }
+            }
+            ("/group", ["add", contact]) => self.group_op(GroupOp::Add((*contact).to_owned()), src),
+            ("/group", ["remove", contact]) => {
+                self.group_op(GroupOp::Remove((*contact).to_owned()), src);
+            }
+            ("/group", ["leave"]) => self.group_op(GroupOp::Leave, src),
+            ("/group", _) => self.error(
+                "usage: /group create NAME | /group add CONTACT | /group remove CONTACT | /group leave",
+            ),
             _ => self.error(format!("unknown command {line:?}: type /help")),
         }
+    }
+
+    /// Applies a roster change to the open group.
+    fn group_op(&mut self, op: GroupOp, src: &mut dyn Source) {
+        let Some(id) = self
+            .current()
+            .map(|c| c.id.clone())
+            .filter(ConvId::is_group)
+        else {
+            return self.error("open a group first (Tab), or /group create NAME");
+        };
+        match src.group_change(&id.key, &op) {
+            Ok(events) => {
+                self.flush_wanted = true;
+                self.notice = None;
+                self.handle_client_events(&events, src);
+            }
+            Err(e) => self.error(e),
+        }
+    }
+
+    /// Records a system line in a conversation, after its newest entry.
+    fn add_note(&mut self, id: ConvId, note: Note, src: &mut dyn Source) {
+        let after = src
+            .page(&id, None, 1)
+            .ok()
+            .and_then(|p| p.last().map(|e| e.row))
+            .unwrap_or(0);
+        self.notes
+            .entry(id)
+            .or_default()
+            .entry(after)
+            .or_default()
+            .push(note);
     }
 
     /// Reloads the newest entries of the open conversation (after sending or receiving).
@@ -579,6 +680,19 @@ impl App {
             Err(e) => return self.error(e),
         };
         if total == h.total {
+            if h.id.is_group() {
+                // Group sends report no delivery event: pick up the states of our newest
+                // messages from the history.
+                let n = h.entries.len().min(PAGE);
+                if let Ok(p) = src.page(&h.id, None, n) {
+                    for fresh in p {
+                        if let Some(e) = h.entries.iter_mut().rev().find(|e| e.row == fresh.row) {
+                            e.message.state = fresh.message.state;
+                            e.message.error = fresh.message.error;
+                        }
+                    }
+                }
+            }
             return;
         }
         let newest = h.entries.back().map(|e| e.row);
@@ -606,7 +720,28 @@ impl App {
         for ev in events {
             match ev {
                 ClientEvent::Connected | ClientEvent::Synced => self.relay = RelayState::Connected,
-                ClientEvent::Message(_) | ClientEvent::UnknownSender { .. } => reload = true,
+                ClientEvent::Message(_)
+                | ClientEvent::UnknownSender { .. }
+                | ClientEvent::GroupMessage(_) => reload = true,
+                ClientEvent::GroupChanged {
+                    group,
+                    epoch,
+                    change,
+                } => {
+                    self.add_note(
+                        ConvId::group(group),
+                        Note::Roster(format!("{change} (roster epoch {epoch})")),
+                        src,
+                    );
+                    reload = true;
+                }
+                ClientEvent::GroupWarning { group, warning } if !group.is_empty() => {
+                    self.add_note(ConvId::group(group), Note::Warning(warning.clone()), src);
+                    reload = true;
+                }
+                ClientEvent::GroupWarning { warning, .. } => {
+                    self.error(format!("group warning: {warning}"));
+                }
                 ClientEvent::Delivery { id, state, .. } => self.set_delivery(id, *state),
                 _ => {}
             }

@@ -19,8 +19,8 @@ use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
 use sotto_client::{DeliveryState, Direction, Message};
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
-use crate::app::{App, HELP, Mode, Notice, RelayState, Screen};
-use crate::source::{Badge, Conversation};
+use crate::app::{App, HELP, Mode, Note, Notes, Notice, RelayState, Screen};
+use crate::source::{Badge, Conversation, GroupView};
 
 /// The smallest terminal the layout is designed for.
 pub const MIN_SIZE: (u16, u16) = (60, 20);
@@ -90,6 +90,7 @@ pub fn draw(f: &mut Frame<'_>, app: &App) {
     match &app.screen {
         Screen::Chat => draw_messages(f, app, pane),
         Screen::Verify { id, safety } => draw_verify(f, &id.key, safety, pane),
+        Screen::Members { view } => draw_members(f, view, pane),
     }
     draw_input(f, app, input);
     draw_notice(f, app, notice);
@@ -172,7 +173,12 @@ fn list_line(c: &Conversation, width: usize, now_ms: u64, selected: bool) -> Lin
     // badge + space, name, " " unread, " " time
     let right = format!("{unread:>3} {time:>5}");
     let name_w = width.saturating_sub(2 + right.width());
-    let name = truncate(&c.title, name_w);
+    // A group shows as "#name (members)".
+    let title = match c.members {
+        Some(n) => format!("#{} ({n})", c.title),
+        None => c.title.clone(),
+    };
+    let name = truncate(&title, name_w);
     let pad = name_w.saturating_sub(name.width());
     let mut style = Style::new();
     if selected {
@@ -345,6 +351,15 @@ pub fn message_lines(m: &Message, width: usize, now_ms: u64) -> Vec<Line<'static
 fn draw_messages(f: &mut Frame<'_>, app: &App, area: Rect) {
     let conv = app.current();
     let title = match conv {
+        Some(c) if c.members.is_some() => {
+            let n = c.members.unwrap_or(0);
+            let trust = match c.badge {
+                Badge::Verified => "✓ all verified",
+                _ => "· not all verified",
+            };
+            let plural = if n == 1 { "" } else { "s" };
+            format!("#{} · {n} member{plural} {trust} · /members", c.title)
+        }
         Some(c) => {
             let trust = match c.badge {
                 Badge::Verified => " ✓ verified",
@@ -402,7 +417,9 @@ fn draw_messages(f: &mut Frame<'_>, app: &App, area: Rect) {
         inner.height -= h;
     }
     let Some(h) = &app.history else { return };
-    if h.entries.is_empty() {
+    let empty = Notes::new();
+    let notes = app.notes.get(&h.id).unwrap_or(&empty);
+    if h.entries.is_empty() && notes.is_empty() {
         f.render_widget(
             Paragraph::new("No messages yet. Say hello!").style(Style::new().fg(Color::DarkGray)),
             inner,
@@ -412,18 +429,25 @@ fn draw_messages(f: &mut Frame<'_>, app: &App, area: Rect) {
     let width = usize::from(inner.width);
     let rows = usize::from(inner.height);
     // Walk up from the bottom entry until the pane is full: only visible entries are laid out.
+    // System lines (roster changes, warnings) follow the entry they were recorded after.
     let bottom = h.entries.len().saturating_sub(1 + h.scroll);
     let mut lines: Vec<Line<'static>> = Vec::with_capacity(rows + 8);
     let mut idx = bottom + 1;
     while idx > 0 && lines.len() < rows {
         idx -= 1;
         if let Some(e) = h.entries.get(idx) {
+            let next = h.entries.get(idx + 1).map_or(i64::MAX, |n| n.row);
+            push_notes_rev(&mut lines, notes.range(e.row..next), width);
             let mut ls = message_lines(&e.message, width, app.now_ms);
             ls.reverse();
             lines.extend(ls);
         }
     }
     let at_top = idx == 0 && !h.more_above();
+    if at_top {
+        let first = h.entries.front().map_or(i64::MAX, |e| e.row);
+        push_notes_rev(&mut lines, notes.range(..first), width);
+    }
     if lines.len() < rows && at_top {
         lines.push(Line::styled(
             "— start of the conversation —",
@@ -453,6 +477,116 @@ fn draw_messages(f: &mut Frame<'_>, app: &App, area: Rect) {
             r,
         );
     }
+}
+
+/// The lines of a system line (roster change or warning) at `width` columns.
+pub fn note_lines(note: &Note, width: usize) -> Vec<Line<'static>> {
+    let (text, style) = match note {
+        Note::Roster(t) => (
+            format!("— {t} —"),
+            Style::new()
+                .fg(Color::Magenta)
+                .add_modifier(Modifier::ITALIC),
+        ),
+        Note::Warning(t) => (
+            format!("⚠ {t}"),
+            Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+        ),
+    };
+    wrap(&text, width)
+        .into_iter()
+        .map(|l| Line::styled(l, style))
+        .collect()
+}
+
+/// Appends the lines of `notes`, last first (the pane is built bottom up).
+fn push_notes_rev<'a>(
+    lines: &mut Vec<Line<'static>>,
+    notes: impl DoubleEndedIterator<Item = (&'a i64, &'a Vec<Note>)>,
+    width: usize,
+) {
+    for (_, ns) in notes.rev() {
+        for n in ns.iter().rev() {
+            let mut ls = note_lines(n, width);
+            ls.reverse();
+            lines.extend(ls);
+        }
+    }
+}
+
+fn draw_members(f: &mut Frame<'_>, view: &GroupView, area: Rect) {
+    let block = Block::bordered().title(format!("Members of #{}", view.name));
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let bold = Style::new().add_modifier(Modifier::BOLD);
+    let n = view.members.len();
+    let mut lines = vec![Line::from(format!(
+        "{n} member{} · roster epoch {} · {}{}",
+        if n == 1 { "" } else { "s" },
+        view.epoch,
+        if view.is_owner {
+            "you own this group"
+        } else {
+            "owned by another member"
+        },
+        if view.active {
+            ""
+        } else {
+            " · you are no longer a member"
+        },
+    ))];
+    lines.push(Line::from(""));
+    let name_w = view
+        .members
+        .iter()
+        .map(|m| m.name.width())
+        .max()
+        .unwrap_or(0)
+        .clamp(4, 20);
+    for m in &view.members {
+        let (mark, trust, style) = if m.is_you {
+            (" ", "(this is you)", Style::new())
+        } else if m.verified {
+            ("✓", "verified", Style::new().fg(Color::Green))
+        } else {
+            ("!", "NOT verified", Style::new().fg(Color::Yellow))
+        };
+        let mut spans = vec![
+            Span::styled(format!("{mark} "), style.add_modifier(Modifier::BOLD)),
+            Span::styled(format!("{:<name_w$}  ", truncate(&m.name, name_w)), bold),
+            Span::styled(format!("{trust:<13}"), style),
+            Span::styled(
+                format!(" {}", m.fingerprint.get(..16).unwrap_or(&m.fingerprint)),
+                Style::new().fg(Color::DarkGray),
+            ),
+        ];
+        if m.is_owner {
+            spans.push(Span::raw(" owner"));
+        }
+        if !m.has_key {
+            spans.push(Span::styled(
+                " · no sender key yet",
+                Style::new().fg(Color::DarkGray),
+            ));
+        }
+        lines.push(Line::from(spans));
+    }
+    lines.push(Line::from(""));
+    if view.all_verified() {
+        lines.push(Line::styled(
+            "Every member's safety number is verified.",
+            Style::new().fg(Color::Green),
+        ));
+    } else {
+        lines.push(Line::from(
+            "Verify a member in their own conversation (/verify) before trusting the group.",
+        ));
+    }
+    lines.push(Line::from(vec![
+        Span::styled("Esc", bold),
+        Span::raw(" back   /group add CONTACT · /group remove CONTACT · /group leave"),
+    ]));
+    f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
 }
 
 /// The QR code as lines of half blocks (two modules per character cell).

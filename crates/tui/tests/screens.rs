@@ -12,7 +12,7 @@ use ratatui::backend::TestBackend;
 use sotto_client::{DeliveryState, Direction};
 use sotto_tui::app::{App, Mode, Notice, RelayState, Screen};
 use sotto_tui::memory::MemorySource;
-use sotto_tui::source::Badge;
+use sotto_tui::source::{Badge, Source};
 use sotto_tui::ui;
 
 /// 2026-11-26 12:00:00 UTC.
@@ -311,6 +311,8 @@ fn help_overlay() {
     assert!(app.help);
     let screen = render(&app, 80, 24);
     assert!(screen.contains("/add NAME INVITE"));
+    assert!(screen.contains("/group add|remove C"));
+    assert!(screen.contains("/members"));
     assert!(screen.contains("Keys and commands"));
     snapshot("help", &screen);
     key(&mut app, &mut src, KeyCode::Char('x'));
@@ -522,4 +524,201 @@ fn clicking_a_conversation_opens_it() {
         app.handle_terminal(click(c, r), &mut src);
         assert_eq!(app.current().unwrap().title, "alice");
     }
+}
+
+/// A group "team" owned by us with alice (verified) and bob (unverified), three messages.
+fn group() -> MemorySource {
+    let mut s = conversation();
+    s.add_group("team", &["alice", "bob"]);
+    s.push_group(
+        "team",
+        "alice",
+        NOW - 6 * MIN,
+        "welcome to the team",
+        DeliveryState::Received,
+    );
+    s.push_group(
+        "team",
+        "you",
+        NOW - 5 * MIN,
+        "thanks!",
+        DeliveryState::Accepted,
+    );
+    s.push_group(
+        "team",
+        "bob",
+        NOW - 4 * MIN,
+        "hello all",
+        DeliveryState::Received,
+    );
+    s
+}
+
+fn open_group(app: &mut App, src: &mut MemorySource) {
+    let i = app
+        .conversations
+        .iter()
+        .position(|c| c.title == "team")
+        .unwrap();
+    while app.selected != i {
+        key(app, src, KeyCode::Tab);
+    }
+}
+
+#[test]
+fn group_conversation_with_roster_change() {
+    let mut src = group();
+    src.add("carol", Badge::Verified);
+    let mut app = App::new(&mut src);
+    fixed(&mut app);
+    // The group is listed with its member count and unread messages.
+    let team = app
+        .conversations
+        .iter()
+        .find(|c| c.title == "team")
+        .unwrap();
+    assert_eq!(team.unread, 2);
+    assert_eq!(team.members, Some(3));
+    assert_eq!(team.badge, Badge::Unverified, "bob is not verified");
+    open_group(&mut app, &mut src);
+    assert!(app.current().unwrap().id.is_group());
+
+    // A roster change and a relay warning, shown inline after the newest message.
+    typed(&mut app, &mut src, "/group add carol");
+    key(&mut app, &mut src, KeyCode::Enter);
+    assert!(app.flush_wanted, "the control messages must be sent");
+    assert_eq!(app.notice, None, "{:?}", app.notice);
+    assert_eq!(app.current().unwrap().members, Some(4));
+    app.handle_client_events(
+        &[sotto_client::Event::GroupWarning {
+            group: "team".into(),
+            warning: "the relay delivered a message from mallory, who is not on the roster".into(),
+        }],
+        &mut src,
+    );
+    // A message sent afterwards comes below the system lines.
+    typed(&mut app, &mut src, "hi carol");
+    key(&mut app, &mut src, KeyCode::Enter);
+    assert_eq!(src.sent, vec![("team".to_owned(), "hi carol".to_owned())]);
+
+    let screen = render(&app, 80, 24);
+    for want in [
+        "#team (4)",
+        "#team · 4 members · not all verified",
+        "11:54 alice: welcome to the team",
+        "11:55 me: thanks! · accepted",
+        "11:56 bob: hello all",
+        "— you added carol (roster epoch 3) —",
+        "⚠ the relay delivered a message from mallory",
+        "me: hi carol · queued",
+    ] {
+        assert!(screen.contains(want), "missing {want:?} in\n{screen}");
+    }
+    let pos = |s: &str| screen.find(s).unwrap();
+    assert!(pos("bob: hello all") < pos("you added carol"));
+    assert!(pos("you added carol") < pos("⚠ the relay"));
+    assert!(pos("⚠ the relay") < pos("me: hi carol"));
+    snapshot("group", &screen);
+
+    // The roster change stays with the group when switching away and back.
+    key(&mut app, &mut src, KeyCode::Tab);
+    assert!(!render(&app, 80, 24).contains("you added carol"));
+    open_group(&mut app, &mut src);
+    assert!(render(&app, 80, 24).contains("you added carol"));
+}
+
+#[test]
+fn group_members_view() {
+    let mut src = group();
+    let mut app = App::new(&mut src);
+    fixed(&mut app);
+    open_group(&mut app, &mut src);
+    typed(&mut app, &mut src, "/members");
+    key(&mut app, &mut src, KeyCode::Enter);
+    assert!(matches!(app.screen, Screen::Members { .. }));
+    let screen = render(&app, 80, 24);
+    for want in [
+        "Members of #team",
+        "3 members · roster epoch 2 · you own this group",
+        "you  ",
+        "✓ alice",
+        "verified",
+        "! bob",
+        "NOT verified",
+        "Verify a member in their own conversation",
+    ] {
+        assert!(screen.contains(want), "missing {want:?} in\n{screen}");
+    }
+    snapshot("members", &screen);
+    key(&mut app, &mut src, KeyCode::Esc);
+    assert_eq!(app.screen, Screen::Chat);
+
+    // Verifying bob (in his conversation) makes the whole group verified.
+    src.set_verified(&sotto_tui::source::ConvId::direct("bob"), true)
+        .unwrap();
+    app.reload_conversations(&mut src);
+    assert_eq!(app.current().unwrap().badge, Badge::Verified);
+    assert!(render(&app, 80, 24).contains("#team · 3 members ✓ all verified"));
+    // In normal mode, v opens the members view of a group.
+    key(&mut app, &mut src, KeyCode::Esc);
+    key(&mut app, &mut src, KeyCode::Char('v'));
+    assert!(render(&app, 80, 24).contains("Every member's safety number is verified."));
+}
+
+#[test]
+fn group_commands_report_errors_and_never_quit() {
+    let mut src = group();
+    let mut app = App::new(&mut src);
+    fixed(&mut app);
+    let run = |app: &mut App, src: &mut MemorySource, line: &str| {
+        typed(app, src, line);
+        key(app, src, KeyCode::Enter);
+        app.notice.clone()
+    };
+    // On a direct conversation the roster commands need a group.
+    let alice = app
+        .conversations
+        .iter()
+        .position(|c| c.title == "alice")
+        .unwrap();
+    while app.selected != alice {
+        key(&mut app, &mut src, KeyCode::Tab);
+    }
+    assert!(matches!(
+        run(&mut app, &mut src, "/group add bob"),
+        Some(Notice::Error(e)) if e.contains("open a group first")
+    ));
+    assert!(matches!(
+        run(&mut app, &mut src, "/members"),
+        Some(Notice::Error(_))
+    ));
+    assert!(matches!(
+        run(&mut app, &mut src, "/group frobnicate"),
+        Some(Notice::Error(e)) if e.starts_with("usage: /group")
+    ));
+    open_group(&mut app, &mut src);
+    assert!(matches!(
+        run(&mut app, &mut src, "/group add nobody"),
+        Some(Notice::Error(e)) if e.contains("nobody")
+    ));
+    assert!(matches!(
+        run(&mut app, &mut src, "/group leave"),
+        Some(Notice::Error(e)) if e.contains("owner cannot leave")
+    ));
+    // Removing works and shows as an event in the conversation.
+    assert_eq!(run(&mut app, &mut src, "/group remove bob"), None);
+    assert_eq!(app.current().unwrap().members, Some(2));
+    assert!(render(&app, 80, 24).contains("— you removed bob (roster epoch 3) —"));
+    // Creating a group opens it.
+    assert!(matches!(
+        run(&mut app, &mut src, "/group create night owls"),
+        Some(Notice::Info(i)) if i.contains("created group night owls")
+    ));
+    assert_eq!(app.current().unwrap().title, "night owls");
+    assert_eq!(app.current().unwrap().members, Some(1));
+    assert!(matches!(
+        run(&mut app, &mut src, "/group create night owls"),
+        Some(Notice::Error(_))
+    ));
+    assert!(!app.quit);
 }
