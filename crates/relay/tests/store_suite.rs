@@ -691,6 +691,14 @@ async fn multi_recipient_enqueue(be: &impl Backend) {
 mod postgres_only {
     use super::*;
 
+    async fn next_event(
+        events: &mut tokio::sync::mpsc::Receiver<RemoteEvent>,
+    ) -> Option<RemoteEvent> {
+        tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("no event in time")
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn migrations_are_versioned_and_idempotent() {
         let Some(db) = PgSchema::create("migrations_are_versioned_and_idempotent").await else {
@@ -779,5 +787,42 @@ mod postgres_only {
             }
         }
         assert_eq!(woken, seeds.iter().map(|&s| key(s)).collect());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_listener_connection_is_replaced_and_followed_by_a_resync() {
+        let Some(db) = PgSchema::create("a_lost_listener_connection_is_replaced").await else {
+            return;
+        };
+        let a = db.connect().await;
+        let b = db.connect().await;
+        register(&a, &[1, 2]).await;
+        let mut events = b.subscribe().unwrap();
+        assert_eq!(next_event(&mut events).await, Some(RemoteEvent::Resync));
+        // The database drops B's LISTEN connection (restart, failover, idle kill...).
+        let (admin, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let killed: i64 = admin
+            .query_one(
+                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE query = 'LISTEN ' || $1::TEXT",
+                &[&b.notify_channel()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(killed, 1, "exactly B's listener");
+        // Whatever A commits while B is not listening is not announced; B reconnects, LISTENs
+        // again and then asks for a re-read of every connected mailbox.
+        a.enqueue(vec![msg(2, 1, 1, 5)], policy()).await.unwrap();
+        assert_eq!(next_event(&mut events).await, Some(RemoteEvent::Resync));
+        a.enqueue(vec![msg(2, 1, 2, 5)], policy()).await.unwrap();
+        assert_eq!(
+            next_event(&mut events).await,
+            Some(RemoteEvent::NewMessages(key(2))),
+            "announced again after the reconnection"
+        );
     }
 }

@@ -353,6 +353,12 @@ impl PostgresStore {
             .map_err(|e| StoreError::Database(format!("no database connection: {e}")))
     }
 
+    /// The `LISTEN`/`NOTIFY` channel this store's relays use (derived from the schema name), e.g.
+    /// to find the listener connections in `pg_stat_activity`.
+    pub fn notify_channel(&self) -> &str {
+        &self.channel
+    }
+
     /// The schema version the database is at.
     pub async fn schema_version(&self) -> Result<i32, StoreError> {
         let client = self.client().await?;
