@@ -1,14 +1,15 @@
 //! Reading a profile's key material the way a thief who copied the device and learned the
-//! passphrase would. `sotto demo` uses it to show forward secrecy and post-compromise security
-//! against real stolen state, not a hand-made copy.
+//! passphrase would. `sotto demo` uses it to show forward secrecy, post-compromise security and
+//! group key rotation against real stolen state, not a hand-made copy.
 //!
 //! Nothing in the client calls this: it exists so the demo (and tests) can act as the attacker.
 //! Everything it returns is secret; it zeroizes on drop and prints nothing secret.
 
 use std::path::Path;
 
+use sotto_protocol::group::SenderKeyGroup;
 use sotto_protocol::{IdentityKeyPair, PrekeyStore, Session};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::Error;
 use crate::store::Store;
@@ -68,4 +69,68 @@ pub fn steal_profile(dir: &Path, passphrase: &[u8]) -> Result<StolenProfile, Err
         prekeys,
         sessions,
     })
+}
+
+/// One group's Sender Keys state as stored in a profile: the verified roster, the owner's own
+/// chain and every other member's chains (what decrypts the group's messages).
+pub struct StolenGroup {
+    /// The group's local name.
+    pub name: String,
+    /// The whole group state.
+    pub group: SenderKeyGroup,
+}
+
+impl std::fmt::Debug for StolenGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StolenGroup")
+            .field("name", &self.name)
+            .field("group", &self.group)
+            .finish()
+    }
+}
+
+/// The part of a stored group row the thief needs (the row is JSON sealed with the profile key;
+/// `state` is the hex [`SenderKeyGroup`] snapshot).
+#[derive(serde::Deserialize)]
+struct GroupRowView {
+    name: String,
+    state: String,
+}
+
+impl Drop for GroupRowView {
+    fn drop(&mut self) {
+        self.state.zeroize();
+    }
+}
+
+/// Opens the profile in `dir` with `passphrase` and returns the state of every group in it
+/// (none if the profile never used groups).
+pub fn steal_groups(dir: &Path, passphrase: &[u8]) -> Result<Vec<StolenGroup>, Error> {
+    let store = Store::open(dir, passphrase)?;
+    let exists: i64 = store.conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'groups'",
+        [],
+        |r| r.get(0),
+    )?;
+    if exists == 0 {
+        return Ok(Vec::new());
+    }
+    let mut st = store.conn.prepare("SELECT sealed FROM groups")?;
+    let rows = st
+        .query_map([], |r| r.get::<_, Vec<u8>>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = Vec::with_capacity(rows.len());
+    for sealed in rows {
+        let row: GroupRowView = store.open_json("group", &sealed)?;
+        let bytes = Zeroizing::new(
+            hex::decode(&row.state).map_err(|_| Error::Corrupt("group state malformed"))?,
+        );
+        let group =
+            SenderKeyGroup::restore(&bytes).map_err(|_| Error::Corrupt("group state malformed"))?;
+        out.push(StolenGroup {
+            name: row.name.clone(),
+            group,
+        });
+    }
+    Ok(out)
 }

@@ -98,10 +98,12 @@ pub struct FrameLog {
     pub len: usize,
     /// For `Send`: the recipient; for `Deliver`: the sender.
     pub peer: Option<IdentityKey>,
-    /// For `Send` and `Deliver`: the message id.
+    /// For `Send`, `SendMulti` and `Deliver`: the message id.
     pub message_id: Option<[u8; 16]>,
-    /// For `Send` and `Deliver`: the ciphertext body.
+    /// For `Send`, `SendMulti` and `Deliver`: the ciphertext body.
     pub body: Option<Vec<u8>>,
+    /// For `SendMulti`: the recipients the relay is asked to store the message for.
+    pub recipients: Vec<IdentityKey>,
     /// The whole sotto frame (WebSocket payload, unmasked).
     pub payload: Vec<u8>,
     /// `forwarded`, or the policy's note (`dropped: ...`, `modified: ...`, `injected: ...`).
@@ -124,6 +126,7 @@ fn client_kind(f: &ClientFrame) -> &'static str {
         ClientFrame::Send(_) => "Send",
         ClientFrame::Ack(_) => "Ack",
         ClientFrame::Ping(_) => "Ping",
+        ClientFrame::SendMulti(_) => "SendMulti",
         _ => "ClientFrame",
     }
 }
@@ -365,6 +368,7 @@ fn log_frame(
         peer: None,
         message_id: None,
         body: None,
+        recipients: Vec::new(),
         payload: payload.to_vec(),
         action,
     };
@@ -372,10 +376,18 @@ fn log_frame(
         Dir::ToRelay => match ClientFrame::decode(payload) {
             Ok(f) => {
                 entry.kind = client_kind(&f);
-                if let ClientFrame::Send(s) = f {
-                    entry.peer = Some(s.recipient);
-                    entry.message_id = Some(s.message_id.0);
-                    entry.body = Some(s.body);
+                match f {
+                    ClientFrame::Send(s) => {
+                        entry.peer = Some(s.recipient);
+                        entry.message_id = Some(s.message_id.0);
+                        entry.body = Some(s.body);
+                    }
+                    ClientFrame::SendMulti(s) => {
+                        entry.message_id = Some(s.message_id.0);
+                        entry.body = Some(s.body);
+                        entry.recipients = s.recipients;
+                    }
+                    _ => {}
                 }
             }
             Err(_) => entry.kind = "malformed",

@@ -8,8 +8,9 @@ use crate::proxy::{Dir, FrameLog};
 use crate::{Evidence, Outcome};
 
 /// Frame types worth drawing (the rest is connection housekeeping).
-const DRAWN: [&str; 6] = [
+const DRAWN: [&str; 7] = [
     "Send",
+    "SendMulti",
     "Accepted",
     "Deliver",
     "FetchBundle",

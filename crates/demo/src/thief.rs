@@ -83,3 +83,49 @@ impl Thief {
 pub fn contains(plaintext: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && plaintext.windows(needle.len()).any(|w| w == needle)
 }
+
+/// The attacker holding a stolen copy of one member's Sender Keys state for a group (read out of
+/// the profile with [`sotto_client::forensics::steal_groups`]). It tries recorded group messages
+/// the way the member's client would, as sent by the member the relay names.
+pub struct GroupThief {
+    group: sotto_protocol::group::SenderKeyGroup,
+}
+
+impl std::fmt::Debug for GroupThief {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupThief")
+            .field("group", &self.group)
+            .finish()
+    }
+}
+
+impl GroupThief {
+    /// Copies the state of the group named `group` out of the profile at `dir`.
+    pub fn steal(dir: &Path, passphrase: &[u8], group: &str) -> Result<Self, Error> {
+        let g = sotto_client::forensics::steal_groups(dir, passphrase)?
+            .into_iter()
+            .find(|g| g.name == group)
+            .ok_or_else(|| Error::Scene(format!("no group {group:?} in the stolen profile")))?;
+        Ok(Self { group: g.group })
+    }
+
+    /// The roster epoch of the stolen state.
+    pub fn epoch(&self) -> u64 {
+        use sotto_protocol::group::GroupSession;
+        self.group.roster().epoch()
+    }
+
+    /// Tries to decrypt one recorded group message from `sender`; on success the stolen state
+    /// advances as the member's would. The error says why it failed.
+    pub fn try_open(
+        &mut self,
+        sender: &sotto_protocol::IdentityKey,
+        body: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, String> {
+        use sotto_protocol::group::GroupSession;
+        self.group
+            .decrypt(sender, body)
+            .map(Zeroizing::new)
+            .map_err(|e| e.to_string())
+    }
+}

@@ -131,3 +131,41 @@ async fn only_selects_one_scene_and_report_is_written() {
     assert!(html.contains("<svg") && html.contains("replay.pcap"));
     assert!(sotto_demo::report::summary(&out).contains("1/1 properties hold"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_removal_late_member_injection_and_stolen_state() {
+    let (o, dir) = scene("groups").await;
+    ok(&o, "1. Bob and Carol read Alice's first group message");
+    ok(&o, "2. control: before the removal");
+    ok(&o, "Alice and Bob both rotated");
+    ok(&o, "2. Bob reads the first message after the removal");
+    ok(&o, "her client cannot read it");
+    ok(&o, "pre-removal state cannot read it either");
+    ok(&o, "3. control: Dave, added later, reads");
+    let c = o.find("replayed to Dave's client").unwrap();
+    assert!(c.ok && c.what.contains(": 0 read"), "{}", c.what);
+    let c = o.find("with Dave's whole group state").unwrap();
+    assert!(c.ok && c.what.contains("decrypt 0 of 3"), "{}", c.what);
+    ok(&o, "4. Eve, added to the fan-out by the relay");
+    let c = o.find("dropped with a GroupWarning").unwrap();
+    assert!(
+        c.ok && c.what.contains("not on the verified roster"),
+        "{}",
+        c.what
+    );
+    let c = o.find("sent Eve").unwrap();
+    assert!(c.ok && c.what.contains("sent Eve 0 pairwise"), "{}", c.what);
+    ok(&o, "reads the next group message");
+    ok(&o, "everyone rotated");
+    ok(&o, "after the rotation the thief");
+    assert!(o.pass);
+    // The relay really did it: a fan-out modified twice (carol, eve), frames injected.
+    assert_eq!(
+        o.log
+            .iter()
+            .filter(|f| f.kind == "SendMulti" && f.action.starts_with("modified"))
+            .count(),
+        2
+    );
+    assert!(dir.path().join("groups.pcap").exists());
+}

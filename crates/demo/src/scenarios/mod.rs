@@ -10,6 +10,7 @@ pub mod authentication;
 pub mod availability;
 pub mod confidentiality;
 pub mod forward_secrecy;
+pub mod groups;
 pub mod integrity;
 pub mod metadata;
 pub mod post_compromise;
@@ -26,6 +27,7 @@ pub fn all() -> Vec<Box<dyn crate::Scenario>> {
         Box::new(forward_secrecy::ForwardSecrecy),
         Box::new(post_compromise::PostCompromise),
         Box::new(metadata::Metadata),
+        Box::new(groups::Groups),
     ]
 }
 
