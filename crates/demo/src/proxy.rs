@@ -639,9 +639,11 @@ fn on_frame(
                     format!("dropped: {note}"),
                 );
             }
-            for (i, f) in frames.iter().enumerate() {
+            let mut original_sent = false;
+            for f in &frames {
                 let action = if *f == frame.payload {
-                    if i == 0 {
+                    if !original_sent {
+                        original_sent = true;
                         "forwarded".to_owned()
                     } else {
                         format!("replayed: {note}")

@@ -102,11 +102,33 @@ fn hexdump(bytes: &[u8]) -> String {
 
 /// The SVG sequence diagram of one scene's message traffic.
 pub fn sequence_svg(o: &Outcome) -> Option<String> {
-    let arrows: Vec<&FrameLog> = o
+    let drawn: Vec<&FrameLog> = o
         .log
         .iter()
         .filter(|f| DRAWN.contains(&f.kind) || f.tampered())
-        .take(MAX_ARROWS)
+        .collect();
+    // Too many to draw: keep every attack (up to the cap) and the earliest other frames, in
+    // order, so a long scene still shows what the attacker did.
+    let attacks = drawn
+        .iter()
+        .filter(|f| f.tampered())
+        .count()
+        .min(MAX_ARROWS);
+    let mut others = MAX_ARROWS - attacks;
+    let mut kept_attacks = 0;
+    let arrows: Vec<&FrameLog> = drawn
+        .into_iter()
+        .filter(|f| {
+            if f.tampered() && kept_attacks < attacks {
+                kept_attacks += 1;
+                true
+            } else if !f.tampered() && others > 0 {
+                others -= 1;
+                true
+            } else {
+                false
+            }
+        })
         .collect();
     if arrows.is_empty() {
         return None;
