@@ -106,17 +106,19 @@ fn delta(a: Counters, b: Counters) -> String {
 async fn settle(clients: &mut [Client], addr: &str) {
     for _ in 0..30 {
         let before = metrics(addr).accepted;
-        let results = join_all(clients.iter_mut().map(|c| async move {
+        // One client after another: this process has one thread for all of them, and a relay
+        // closes connections that do not authenticate within 10 s.
+        let mut results = Vec::new();
+        for c in clients.iter_mut() {
             c.disconnect().await;
             let ev = c.sync().await.unwrap();
-            let busy = ev
-                .iter()
-                .any(|e| !matches!(e, Event::Connected | Event::Synced))
-                || c.outbox_len().unwrap() > 0;
+            results.push(
+                ev.iter()
+                    .any(|e| !matches!(e, Event::Connected | Event::Synced))
+                    || c.outbox_len().unwrap() > 0,
+            );
             c.disconnect().await;
-            busy
-        }))
-        .await;
+        }
         if !results.into_iter().any(|b| b) && metrics(addr).accepted == before {
             return;
         }
@@ -176,6 +178,8 @@ async fn measure(n: usize) {
     // One removal: everyone online, processing concurrently.
     for c in clients.iter_mut() {
         c.connect().await.unwrap();
+        // Read the backlog marker so that every connection is idle before the removal.
+        c.sync().await.unwrap();
     }
     let before = metrics(&relay.addr);
     let t0 = Instant::now();
@@ -184,15 +188,32 @@ async fn measure(n: usize) {
     clients[0].flush().await.unwrap();
     let (remaining, gone) = clients.split_at_mut(n - 1);
     let times = join_all(remaining.iter_mut().map(|c| async move {
-        while !(c.group("g").unwrap().epoch == n as u64 && all_keys(c)) {
-            tokio::time::timeout(Duration::from_secs(120), c.next_events())
-                .await
-                .expect("rotation stalled")
-                .unwrap();
+        // Until this member holds every key of the new epoch and has sent its own.
+        let mut rotated_at = None;
+        while t0.elapsed() < Duration::from_secs(300) {
+            if rotated_at.is_none() && c.group("g").unwrap().epoch == n as u64 && all_keys(c) {
+                rotated_at = Some(t0.elapsed());
+            }
+            if rotated_at.is_some() && c.outbox_len().unwrap() == 0 {
+                break;
+            }
+            match tokio::time::timeout(Duration::from_secs(2), c.next_events()).await {
+                Ok(r) => {
+                    r.unwrap();
+                }
+                Err(_) => {
+                    c.flush().await.unwrap();
+                }
+            }
         }
-        t0.elapsed()
+        rotated_at
     }))
     .await;
+    let missing = times.iter().filter(|t| t.is_none()).count();
+    if missing > 0 {
+        println!("n={n}: {missing} member(s) had not rotated after 300 s");
+    }
+    let times: Vec<Duration> = times.into_iter().flatten().collect();
     let all_rotated = times.iter().max().copied().unwrap_or_default();
     let ev = gone[0].next_events().await.unwrap_or_default();
     let _ = ev;
