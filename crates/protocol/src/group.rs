@@ -260,8 +260,10 @@ impl SenderKeyGroup {
         out
     }
 
-    /// Restores a group from [`SenderKeyGroup::snapshot`] output (the roster log is verified
-    /// again).
+    /// Restores a group from [`SenderKeyGroup::snapshot`] output. A snapshot is this device's own
+    /// state, kept in sealed storage: the roster log's structure (epochs, hash chain, operations)
+    /// is checked again, its signatures are not ([`Roster::restore_log`]); they were verified
+    /// when each change was applied.
     pub fn restore(bytes: &[u8]) -> Result<Self, RosterError> {
         let mut r = Reader::new(bytes);
         let version = r.u8()?;
@@ -269,7 +271,7 @@ impl SenderKeyGroup {
             return Err(DecodeError::UnknownVersion(version).into());
         }
         let me = IdentityKey::from_bytes(&r.array()?)?;
-        let roster = Roster::decode_log(r.var_bytes(MAX_LOG_LEN)?)?;
+        let roster = Roster::restore_log(r.var_bytes(MAX_LOG_LEN)?)?;
         let own = if r.bool()? {
             Some(SenderChain::restore(r.var_bytes(256)?)?)
         } else {
