@@ -278,6 +278,8 @@ pub struct Client {
     crash_after_persist: bool,
     /// An invite token for an invite-only relay, used by the next connection.
     pending_invite: Option<Vec<u8>>,
+    /// Decoded group states of recently read or written rows (see [`group::GroupCache`]).
+    group_cache: group::GroupCache,
 }
 
 impl std::fmt::Debug for Client {
@@ -324,6 +326,7 @@ impl Client {
             failures: 0,
             crash_after_persist: false,
             pending_invite: None,
+            group_cache: group::GroupCache::default(),
         };
         let seed = client.identity.to_seed();
         let sealed_id = client
@@ -371,6 +374,7 @@ impl Client {
             failures: 0,
             crash_after_persist: false,
             pending_invite: None,
+            group_cache: group::GroupCache::default(),
         })
     }
 
@@ -1165,6 +1169,9 @@ impl Client {
             return Ok(events);
         }
         let mut blocked_contacts = Vec::new();
+        // Read (and unseal) the contacts once per flush, not once per entry: a rotation queues
+        // one entry per member, and flush runs after every delivery.
+        let contacts = self.contact_rows()?;
         for (row, mut entry) in self.load_outbox()? {
             if matches!(entry.body, OutboxBody::Group { .. }) {
                 if !self.flush_group_entry(row, &entry).await? {
@@ -1175,11 +1182,10 @@ impl Client {
             if blocked_contacts.contains(&entry.contact) {
                 continue;
             }
-            let contact = self
-                .contact_rows()?
-                .into_iter()
+            let contact = contacts
+                .iter()
                 .find(|(i, _)| *i == entry.contact)
-                .map(|(_, c)| c);
+                .map(|(_, c)| c.clone());
             let Some(contact) = contact else {
                 self.drop_outbox(row)?;
                 continue;

@@ -145,6 +145,7 @@ impl Drop for GroupRow {
     }
 }
 
+#[derive(Clone)]
 struct Loaded {
     name: String,
     group: SenderKeyGroup,
@@ -190,6 +191,39 @@ impl GroupEffects {
     }
 }
 
+/// How many decoded group states [`GroupCache`] keeps.
+const GROUP_CACHE_ENTRIES: usize = 8;
+
+/// Decoded group states keyed by the exact sealed row they were read from or written as.
+///
+/// A group's row holds every member's sender-key record and the signed roster log (tens of KiB at
+/// 100 members); opening, parsing and restoring it on every delivery and every `group()` call
+/// dominated the CPU time of a rotation. The key is the sealed bytes themselves, so a hit is
+/// exactly the state that is on disk: a row written by a transaction that then failed is never
+/// read back, hence never hit. Holds key material only as long as the client does.
+#[derive(Default)]
+pub(crate) struct GroupCache(std::sync::Mutex<Vec<(Vec<u8>, Loaded)>>);
+
+impl GroupCache {
+    fn get(&self, sealed: &[u8]) -> Option<Loaded> {
+        let cache = self.0.lock().ok()?;
+        cache
+            .iter()
+            .find(|(s, _)| s.as_slice() == sealed)
+            .map(|(_, l)| l.clone())
+    }
+
+    fn put(&self, sealed: Vec<u8>, loaded: &Loaded) {
+        if let Ok(mut cache) = self.0.lock() {
+            cache.retain(|(s, l)| *s != sealed && l.group.group_id() != loaded.group.group_id());
+            if cache.len() >= GROUP_CACHE_ENTRIES {
+                cache.remove(0);
+            }
+            cache.push((sealed, loaded.clone()));
+        }
+    }
+}
+
 fn bad_group(e: impl std::fmt::Display) -> Error {
     Error::Group(e.to_string())
 }
@@ -209,6 +243,15 @@ impl Client {
     }
 
     fn open_group_row(&self, sealed: &[u8]) -> Result<Loaded, Error> {
+        if let Some(loaded) = self.group_cache.get(sealed) {
+            return Ok(loaded);
+        }
+        let loaded = self.decode_group_row(sealed)?;
+        self.group_cache.put(sealed.to_vec(), &loaded);
+        Ok(loaded)
+    }
+
+    fn decode_group_row(&self, sealed: &[u8]) -> Result<Loaded, Error> {
         let row: GroupRow = self.store.open_json("group", sealed)?;
         let bytes = Zeroizing::new(
             hex::decode(&row.state).map_err(|_| Error::Corrupt("group state malformed"))?,
@@ -264,6 +307,7 @@ impl Client {
             pending: g.pending.clone(),
         };
         let sealed = self.store.seal_json("group", &row)?;
+        self.group_cache.put(sealed.clone(), g);
         Ok((self.group_tag(&g.group.group_id()), sealed))
     }
 
@@ -349,11 +393,23 @@ impl Client {
     fn info(&self, g: &Loaded) -> Result<GroupInfo, Error> {
         let roster = g.group.roster();
         let me = self.identity.public();
+        // One read of the contacts for all members (not one scan per member: at 100 members that
+        // was 10,000 unsealed rows per call, and UIs call this on every refresh).
+        let contacts: std::collections::HashMap<String, Contact> = self
+            .contact_rows()?
+            .into_iter()
+            .map(|(_, c)| (c.identity.clone(), c))
+            .collect();
         let mut members = Vec::new();
         for m in roster.members() {
-            let contact = self.contact_by_identity(m)?.map(|(_, c)| c);
+            let contact = contacts.get(&hex::encode(m.as_bytes()));
+            let name = if *m == me {
+                "you".to_owned()
+            } else {
+                contact.map_or_else(|| m.fingerprint(), |c| c.name.clone())
+            };
             members.push(GroupMember {
-                name: self.member_name(m)?,
+                name,
                 fingerprint: m.fingerprint(),
                 is_you: *m == me,
                 is_owner: *m == roster.owner(),
