@@ -10,8 +10,8 @@
 //! - one send: relay-accepted mailbox entries and relay frames/bytes (from `/metrics`) until every
 //!   member has received it;
 //! - one removal: the same counts, and the wall time from the owner's `group_remove` until every
-//!   remaining member holds every remaining member's new sender key (all members online and
-//!   processing concurrently on one thread of this process).
+//!   remaining member holds every remaining member's new sender key (all members online, each on
+//!   its own thread with its own runtime, as on separate devices).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -19,7 +19,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use futures_util::future::join_all;
 use sotto_client::{Client, Event, KdfParams};
 
 struct RelayProc {
@@ -175,48 +174,80 @@ async fn measure(n: usize) {
     let after = metrics(&relay.addr);
     println!("n={n}: one send: {}", delta(before, after));
 
-    // One removal: everyone online, processing concurrently.
+    // One removal: every member on its own thread with its own runtime, as on separate
+    // devices (each client's SQLite commits block only its own thread), all online.
     for c in clients.iter_mut() {
-        c.connect().await.unwrap();
-        // Read the backlog marker so that every connection is idle before the removal.
-        c.sync().await.unwrap();
+        c.disconnect().await;
     }
     let before = metrics(&relay.addr);
-    let t0 = Instant::now();
     let removed = format!("m{}", n - 1);
-    clients[0].group_remove("g", &removed).unwrap();
-    clients[0].flush().await.unwrap();
-    let (remaining, gone) = clients.split_at_mut(n - 1);
-    let times = join_all(remaining.iter_mut().map(|c| async move {
-        // Until this member holds every key of the new epoch and has sent its own.
-        let mut rotated_at = None;
-        while t0.elapsed() < Duration::from_secs(300) {
-            if rotated_at.is_none() && c.group("g").unwrap().epoch == n as u64 && all_keys(c) {
-                rotated_at = Some(t0.elapsed());
-            }
-            if rotated_at.is_some() && c.outbox_len().unwrap() == 0 {
-                break;
-            }
-            match tokio::time::timeout(Duration::from_secs(2), c.next_events()).await {
-                Ok(r) => {
-                    r.unwrap();
-                }
-                Err(_) => {
-                    c.flush().await.unwrap();
-                }
-            }
-        }
-        rotated_at
-    }))
-    .await;
+    let gone = clients.pop().unwrap();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(clients.len()));
+    let handles: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut c)| {
+            let barrier = barrier.clone();
+            let removed = removed.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let rotated_at = rt.block_on(async {
+                    c.connect().await.unwrap();
+                    // Read the backlog marker so that every connection is idle before the removal.
+                    c.sync().await.unwrap();
+                    barrier.wait();
+                    let t0 = Instant::now();
+                    if i == 0 {
+                        c.group_remove("g", &removed).unwrap();
+                        c.flush().await.unwrap();
+                    }
+                    // Until this member holds every key of the new epoch and has sent its own.
+                    let mut rotated_at = None;
+                    while t0.elapsed() < Duration::from_secs(300) {
+                        if rotated_at.is_none()
+                            && c.group("g").unwrap().epoch == n as u64
+                            && all_keys(&c)
+                        {
+                            rotated_at = Some(t0.elapsed());
+                        }
+                        if rotated_at.is_some() && c.outbox_len().unwrap() == 0 {
+                            break;
+                        }
+                        match tokio::time::timeout(Duration::from_secs(2), c.next_events()).await {
+                            Ok(r) => {
+                                r.unwrap();
+                            }
+                            Err(_) => {
+                                c.flush().await.unwrap();
+                            }
+                        }
+                    }
+                    c.disconnect().await;
+                    rotated_at
+                });
+                (c, rotated_at)
+            })
+        })
+        .collect();
+    let mut clients = Vec::with_capacity(n);
+    let mut times = Vec::new();
+    for h in handles {
+        let (c, t) = h.join().unwrap();
+        clients.push(c);
+        times.push(t);
+    }
+    clients.push(gone);
     let missing = times.iter().filter(|t| t.is_none()).count();
     if missing > 0 {
         println!("n={n}: {missing} member(s) had not rotated after 300 s");
     }
     let times: Vec<Duration> = times.into_iter().flatten().collect();
     let all_rotated = times.iter().max().copied().unwrap_or_default();
-    let ev = gone[0].next_events().await.unwrap_or_default();
-    let _ = ev;
+    let gone = &mut clients[n - 1];
+    let _ = gone.sync().await;
     settle(&mut clients, &relay.addr).await;
     let after = metrics(&relay.addr);
     println!(
