@@ -204,6 +204,20 @@ fn three_members_send_remove_add_and_only_the_owner_changes_the_roster() {
         !inbox.contains("hello team") && !inbox.contains("carol cannot"),
         "{inbox}"
     );
+    // `inbox GROUP` shows that group's history, also as JSON.
+    let inbox = dave.ok(&["inbox", "team", "--offline"]);
+    assert!(
+        inbox.contains("welcome dave") && inbox.contains("hi dave"),
+        "{inbox}"
+    );
+    let json = dave.json(&["inbox", "team", "--offline", "--json"]);
+    let texts: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["welcome dave", "hi dave"], "{json}");
     let roster = alice.json(&["group", "members", "team", "--json"]);
     let names: Vec<&str> = roster[0]["members"]
         .as_array()

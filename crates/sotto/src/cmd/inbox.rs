@@ -10,7 +10,7 @@ use super::profile::{self, ProfileArgs};
 pub(crate) struct InboxArgs {
     #[command(flatten)]
     profile: ProfileArgs,
-    /// Only this contact.
+    /// Only this contact, or this group.
     name: Option<String>,
     /// Do not contact the relay; show what is stored.
     #[arg(long)]
@@ -34,6 +34,20 @@ pub(crate) fn main(args: InboxArgs) -> anyhow::Result<()> {
             Err(e) if e.is_connection() => eprintln!("warning: {e}; showing stored messages"),
             Err(e) => return Err(e.into()),
         }
+    }
+    // `inbox NAME` takes a contact's name or a group's (a contact wins if both exist).
+    let group = match args.name.as_deref() {
+        Some(n) if client.group(n).is_ok() && client.messages(Some(n)).is_err() => Some(n),
+        _ => None,
+    };
+    if let Some(group) = group {
+        if args.json {
+            let messages = client.group_messages(Some(group))?;
+            client.take_unseen_group()?;
+            return profile::print_json(&messages);
+        }
+        super::group::print_history(&mut client, Some(group))?;
+        return Ok(());
     }
     let messages = client.messages(args.name.as_deref())?;
     // `inbox` shows everything, so nothing stays "new" for `recv`.
