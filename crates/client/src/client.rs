@@ -266,6 +266,26 @@ impl Drop for OutboxEntry {
     }
 }
 
+/// Reads the identity key pair and the prekey store out of an open profile.
+pub(crate) fn read_keys(store: &Store) -> Result<(IdentityKeyPair, PrekeyStore), Error> {
+    let seed = store
+        .kv_get("identity")?
+        .ok_or(Error::Corrupt("identity missing"))?;
+    let seed: [u8; 32] = seed
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::Corrupt("identity malformed"))?;
+    let seed = Zeroizing::new(seed);
+    let identity = IdentityKeyPair::from_seed(&seed);
+    let prekeys = PrekeyStore::restore(
+        &store
+            .kv_get("prekeys")?
+            .ok_or(Error::Corrupt("prekeys missing"))?,
+    )
+    .map_err(|_| Error::Corrupt("prekeys malformed"))?;
+    Ok((identity, prekeys))
+}
+
 /// The client: an open profile and, when online, an authenticated relay connection.
 pub struct Client {
     dir: PathBuf,
@@ -343,21 +363,7 @@ impl Client {
     /// Opens the profile in `dir`. A wrong passphrase is [`Error::WrongPassphrase`].
     pub fn open(dir: &Path, passphrase: &[u8]) -> Result<Self, Error> {
         let store = Store::open(dir, passphrase)?;
-        let seed = store
-            .kv_get("identity")?
-            .ok_or(Error::Corrupt("identity missing"))?;
-        let seed: [u8; 32] = seed
-            .as_slice()
-            .try_into()
-            .map_err(|_| Error::Corrupt("identity malformed"))?;
-        let seed = Zeroizing::new(seed);
-        let identity = IdentityKeyPair::from_seed(&seed);
-        let prekeys = PrekeyStore::restore(
-            &store
-                .kv_get("prekeys")?
-                .ok_or(Error::Corrupt("prekeys missing"))?,
-        )
-        .map_err(|_| Error::Corrupt("prekeys malformed"))?;
+        let (identity, prekeys) = read_keys(&store)?;
         let account: Account = match store.kv_get("account")? {
             Some(b) => {
                 serde_json::from_slice(&b).map_err(|_| Error::Corrupt("account malformed"))?

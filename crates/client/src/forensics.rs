@@ -38,21 +38,7 @@ impl std::fmt::Debug for StolenProfile {
 /// returns its key material.
 pub fn steal_profile(dir: &Path, passphrase: &[u8]) -> Result<StolenProfile, Error> {
     let store = Store::open(dir, passphrase)?;
-    let seed = store
-        .kv_get("identity")?
-        .ok_or(Error::Corrupt("identity missing"))?;
-    let seed: [u8; 32] = seed
-        .as_slice()
-        .try_into()
-        .map_err(|_| Error::Corrupt("identity malformed"))?;
-    let seed = Zeroizing::new(seed);
-    let identity = IdentityKeyPair::from_seed(&seed);
-    let prekeys = PrekeyStore::restore(
-        &store
-            .kv_get("prekeys")?
-            .ok_or(Error::Corrupt("prekeys missing"))?,
-    )
-    .map_err(|_| Error::Corrupt("prekeys malformed"))?;
+    let (identity, prekeys) = crate::client::read_keys(&store)?;
     let mut st = store
         .conn
         .prepare("SELECT sealed FROM sessions ORDER BY seq DESC")?;
