@@ -158,8 +158,17 @@ pub enum ErrorCode {
     ShuttingDown,
     /// A frame that is valid but not allowed in this state (e.g. a second Authenticate).
     ProtocolViolation,
-    /// Too many unauthenticated connections from this address.
+    /// Too many unauthenticated connections from this address, or the relay's connection cap.
     TooManyConnections,
+    /// The relay's store is at its size cap (or its disk is full): nothing was stored. Acks and
+    /// deletes still work; retry later.
+    StorageFull,
+    /// The sender has used up its byte budget for storing messages on this relay (counted per
+    /// recipient copy, over a sliding window); nothing was stored. Retry later.
+    SenderQuotaFull,
+    /// Too many new identities were registered from this address recently; the connection is
+    /// closed. Retry later (or ask the operator for an invite on an invite-only relay).
+    RegistrationLimited,
     /// A code this implementation does not know (from a newer peer).
     Unknown(u16),
 }
@@ -184,6 +193,9 @@ impl ErrorCode {
             Self::ShuttingDown => 14,
             Self::ProtocolViolation => 15,
             Self::TooManyConnections => 16,
+            Self::StorageFull => 17,
+            Self::SenderQuotaFull => 18,
+            Self::RegistrationLimited => 19,
             Self::Unknown(v) => v,
         }
     }
@@ -207,6 +219,9 @@ impl ErrorCode {
             14 => Self::ShuttingDown,
             15 => Self::ProtocolViolation,
             16 => Self::TooManyConnections,
+            17 => Self::StorageFull,
+            18 => Self::SenderQuotaFull,
+            19 => Self::RegistrationLimited,
             other => Self::Unknown(other),
         }
     }
@@ -230,6 +245,9 @@ impl ErrorCode {
             Self::ShuttingDown => "shutting_down",
             Self::ProtocolViolation => "protocol_violation",
             Self::TooManyConnections => "too_many_connections",
+            Self::StorageFull => "storage_full",
+            Self::SenderQuotaFull => "sender_quota_full",
+            Self::RegistrationLimited => "registration_limited",
             Self::Unknown(_) => "unknown",
         }
     }
@@ -247,6 +265,30 @@ impl ErrorCode {
                 | Self::ShuttingDown
                 | Self::ProtocolViolation
                 | Self::TooManyConnections
+                | Self::RegistrationLimited
+        )
+    }
+
+    /// Whether the same request may succeed later, unchanged: a client should retry it with
+    /// backoff and never report it as a permanent failure. A code this implementation does not
+    /// know ([`ErrorCode::Unknown`], from a newer relay) counts as transient.
+    ///
+    /// Permanent: [`Malformed`](Self::Malformed), [`TooLarge`](Self::TooLarge),
+    /// [`Unauthorized`](Self::Unauthorized), [`InviteRequired`](Self::InviteRequired),
+    /// [`UnknownRecipient`](Self::UnknownRecipient), [`NoBundle`](Self::NoBundle),
+    /// [`PrekeyLimit`](Self::PrekeyLimit) (the relay holds enough prekeys: treat it as full) and
+    /// [`ProtocolViolation`](Self::ProtocolViolation). Every other code is transient.
+    pub fn is_transient(self) -> bool {
+        !matches!(
+            self,
+            Self::Malformed
+                | Self::TooLarge
+                | Self::Unauthorized
+                | Self::InviteRequired
+                | Self::UnknownRecipient
+                | Self::NoBundle
+                | Self::PrekeyLimit
+                | Self::ProtocolViolation
         )
     }
 }

@@ -168,6 +168,44 @@ fn every_error_code_round_trips() {
 }
 
 #[test]
+fn error_codes_have_stable_values_labels_and_retry_classes() {
+    let known = [
+        (1, "malformed", false),
+        (2, "too_large", false),
+        (3, "unauthorized", false),
+        (4, "invite_required", false),
+        (5, "rate_limited", true),
+        (6, "quota_full", true),
+        (7, "unknown_recipient", false),
+        (8, "no_bundle", false),
+        (9, "prekey_limit", false),
+        (10, "timeout", true),
+        (11, "overloaded", true),
+        (12, "internal", true),
+        (13, "superseded", true),
+        (14, "shutting_down", true),
+        (15, "protocol_violation", false),
+        (16, "too_many_connections", true),
+        (17, "storage_full", true),
+        (18, "sender_quota_full", true),
+        (19, "registration_limited", true),
+    ];
+    for (v, label, transient) in known {
+        let code = ErrorCode::from_u16(v);
+        assert_eq!(
+            (code.label(), code.is_transient()),
+            (label, transient),
+            "code {v}"
+        );
+    }
+    // A newer relay's code is never a permanent failure for an older client.
+    assert!(ErrorCode::from_u16(20).is_transient());
+    assert_eq!(ErrorCode::from_u16(20), ErrorCode::Unknown(20));
+    assert!(!ErrorCode::StorageFull.is_fatal() && !ErrorCode::SenderQuotaFull.is_fatal());
+    assert!(ErrorCode::RegistrationLimited.is_fatal());
+}
+
+#[test]
 fn every_truncation_and_extension_fails() {
     for f in client_samples() {
         let bytes = f.encode();
