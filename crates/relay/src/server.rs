@@ -10,8 +10,9 @@
 //!                                       live handle (in commit order), or left in the store
 //! ```
 //!
-//! Ordering: the sequencer is the only task that enqueues messages and it pushes them in commit
-//! order, so each recipient sees ascending delivery ids, which preserves per-sender order. A
+//! Ordering: the sequencer is the only task that enqueues messages; it stores each batch in the
+//! order the frames arrived (fan-outs at their place) and pushes in commit order, so each
+//! recipient sees ascending delivery ids, which preserves per-sender order. A
 //! connection registers its live handle *before* reading its backlog, so every message is either
 //! in the backlog, pushed, or both (the connection skips ids it has already sent).
 
@@ -961,21 +962,40 @@ async fn remote_wakeups<S: Store>(shared: Arc<Shared<S>>, mut events: mpsc::Rece
 
 /// The only task that enqueues messages: batches sends into one store transaction and then, in
 /// commit order, answers each sender and pushes each message to its recipient.
+///
+/// A batch is stored in **arrival order**, fan-outs included (a `SendMulti` becomes one entry per
+/// recipient at its place in the batch), so the delivery ids of one sender's messages increase in
+/// the order its frames were read: per-sender order holds however `Send` and `SendMulti` are
+/// pipelined.
 async fn sequencer<S: Store>(shared: Arc<Shared<S>>, mut rx: mpsc::Receiver<HubMsg>) {
     let mut inbox = Vec::with_capacity(256);
     while rx.recv_many(&mut inbox, MAX_SEND_BATCH).await > 0 {
         let mut messages = Vec::with_capacity(inbox.len());
-        let mut replies = Vec::with_capacity(inbox.len());
+        // One entry per send frame: its message id, reply channel and how many store entries.
+        let mut requests = Vec::with_capacity(inbox.len());
         let mut flushes = Vec::new();
-        let mut multis = Vec::new();
         for msg in inbox.drain(..) {
             match msg {
                 HubMsg::Send { message, reply } => {
-                    replies.push((message.message_id, reply));
+                    requests.push((message.message_id, reply, 1));
                     messages.push(message);
                 }
+                HubMsg::SendMulti {
+                    sender,
+                    recipients,
+                    message_id,
+                    body,
+                    reply,
+                } => {
+                    requests.push((message_id, reply, recipients.len()));
+                    messages.extend(recipients.into_iter().map(|recipient| NewMessage {
+                        recipient,
+                        sender,
+                        message_id,
+                        body: body.clone(),
+                    }));
+                }
                 HubMsg::Flush(done) => flushes.push(done),
-                m @ HubMsg::SendMulti { .. } => multis.push(m),
             }
         }
         let n = messages.len();
@@ -992,103 +1012,47 @@ async fn sequencer<S: Store>(shared: Arc<Shared<S>>, mut rx: mpsc::Receiver<HubM
             let m = &shared.metrics;
             m.store_latency.observe(started.elapsed().as_secs_f64());
             m.store_batch_size.observe(n as f64);
-            m.send_queue_depth.dec_by(n as i64);
+            m.send_queue_depth.dec_by(requests.len() as i64);
             match result {
                 Ok(outcomes) => {
-                    for (outcome, (message_id, reply)) in outcomes.into_iter().zip(replies) {
-                        let frame = match outcome {
-                            EnqueueOutcome::Stored(stored) => {
-                                m.messages_accepted.inc();
-                                push_live(&shared, Arc::new(stored));
-                                RelayFrame::Accepted(message_id)
+                    let mut outcomes = outcomes.into_iter();
+                    for (message_id, reply, entries) in requests {
+                        // A fan-out is accepted if every recipient's entry is stored, else it
+                        // reports the first failure (the other entries are stored all the same).
+                        let mut failure = None;
+                        for outcome in outcomes.by_ref().take(entries) {
+                            match outcome {
+                                EnqueueOutcome::Stored(stored) => {
+                                    m.messages_accepted.inc();
+                                    push_live(&shared, Arc::new(stored));
+                                }
+                                EnqueueOutcome::QuotaFull => {
+                                    failure.get_or_insert(ErrorCode::QuotaFull);
+                                }
+                                EnqueueOutcome::UnknownRecipient => {
+                                    failure.get_or_insert(ErrorCode::UnknownRecipient);
+                                }
                             }
-                            EnqueueOutcome::QuotaFull => {
-                                rejection(m, ErrorCode::QuotaFull, message_id)
-                            }
-                            EnqueueOutcome::UnknownRecipient => {
-                                rejection(m, ErrorCode::UnknownRecipient, message_id)
-                            }
+                        }
+                        let frame = match failure {
+                            None => RelayFrame::Accepted(message_id),
+                            Some(code) => rejection(m, code, message_id),
                         };
                         let _ = reply.try_send(frame);
                     }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, messages = n, "durable enqueue failed");
-                    for (message_id, reply) in replies {
+                    for (message_id, reply, _) in requests {
                         let _ = reply.try_send(rejection(m, ErrorCode::Internal, message_id));
                     }
                 }
             }
         }
-        // Fan-outs after the single sends of this batch (a client waits for each reply before
-        // its next send, so this never reorders one sender's messages).
-        for m in multis {
-            enqueue_multi(&shared, m).await;
-        }
         for done in flushes {
             let _ = done.send(());
         }
     }
-}
-
-/// Stores one group fan-out (one transaction), pushes each entry to its recipient, and answers
-/// `Accepted` if every recipient got it, else the first failure (the others are stored).
-async fn enqueue_multi<S: Store>(shared: &Arc<Shared<S>>, msg: HubMsg) {
-    let HubMsg::SendMulti {
-        sender,
-        recipients,
-        message_id,
-        body,
-        reply,
-    } = msg
-    else {
-        return;
-    };
-    let c = &shared.config;
-    let policy = EnqueuePolicy {
-        now_ms: now_ms(),
-        ttl_ms: c.ttl.as_millis() as u64,
-        max_messages: c.mailbox_max_messages,
-        max_bytes: c.mailbox_max_bytes,
-    };
-    let n = recipients.len();
-    let started = Instant::now();
-    let result = shared
-        .store
-        .enqueue_multi(sender, recipients, message_id, body, policy)
-        .await;
-    let m = &shared.metrics;
-    m.store_latency.observe(started.elapsed().as_secs_f64());
-    m.store_batch_size.observe(n as f64);
-    m.send_queue_depth.dec();
-    let frame = match result {
-        Ok(outcomes) => {
-            let mut failure = None;
-            for outcome in outcomes {
-                match outcome {
-                    EnqueueOutcome::Stored(stored) => {
-                        m.messages_accepted.inc();
-                        push_live(shared, Arc::new(stored));
-                    }
-                    EnqueueOutcome::QuotaFull => {
-                        failure.get_or_insert(ErrorCode::QuotaFull);
-                    }
-                    EnqueueOutcome::UnknownRecipient => {
-                        failure.get_or_insert(ErrorCode::UnknownRecipient);
-                    }
-                }
-            }
-            match failure {
-                None => RelayFrame::Accepted(message_id),
-                Some(code) => rejection(m, code, message_id),
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, recipients = n, "durable fan-out failed");
-            rejection(m, ErrorCode::Internal, message_id)
-        }
-    };
-    let _ = reply.try_send(frame);
 }
 
 fn rejection(m: &Metrics, code: ErrorCode, message_id: sotto_wire::MessageId) -> RelayFrame {

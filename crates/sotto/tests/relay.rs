@@ -8,127 +8,17 @@
     reason = "integration test helpers"
 )]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::io::{Read, Write};
+use std::process::Command;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use sotto_protocol::IdentityKeyPair;
 use sotto_relay::client::{ClientError, ClientSocket, RelayClient};
 use sotto_wire::*;
+use support::*;
 use tokio_tungstenite::tungstenite::Message;
-
-const T: Duration = Duration::from_secs(10);
-
-struct RelayProc {
-    child: Child,
-    url: String,
-    addr: String,
-}
-
-impl RelayProc {
-    fn start(db: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sotto"))
-            .args(["relay", "--listen", "127.0.0.1:0", "--store"])
-            .arg(format!("sqlite:{}", db.display()))
-            .args(extra)
-            .env("SOTTO_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line.trim().rsplit(' ').next().unwrap().to_owned();
-        assert!(
-            url.starts_with("ws://127.0.0.1:"),
-            "unexpected banner {line:?}"
-        );
-        let addr = url
-            .trim_start_matches("ws://")
-            .trim_end_matches('/')
-            .to_owned();
-        Self { child, url, addr }
-    }
-
-    fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for RelayProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tmpdb() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("relay.db");
-    (dir, db)
-}
-
-fn kp(seed: u8) -> IdentityKeyPair {
-    IdentityKeyPair::from_seed(&[seed; 32])
-}
-
-fn mid(n: u32) -> MessageId {
-    let mut id = [0u8; 16];
-    id[..4].copy_from_slice(&n.to_be_bytes());
-    MessageId(id)
-}
-
-async fn connect(url: &str, seed: u8) -> RelayClient {
-    tokio::time::timeout(T, RelayClient::connect(url, &kp(seed), None))
-        .await
-        .unwrap()
-        .unwrap()
-}
-
-/// Reads frames until `Drained`, returning the deliveries before it.
-async fn drain(c: &mut RelayClient) -> Vec<DeliverIn> {
-    let mut out = Vec::new();
-    loop {
-        match tokio::time::timeout(T, c.recv_frame())
-            .await
-            .unwrap()
-            .unwrap()
-        {
-            RelayFrame::Drained => return out,
-            RelayFrame::Deliver(d) => out.push(d),
-            _ => {}
-        }
-    }
-}
-
-async fn next_delivery(c: &mut RelayClient) -> DeliverIn {
-    tokio::time::timeout(T, c.next_delivery())
-        .await
-        .unwrap()
-        .unwrap()
-}
-
-/// Reads raw frames until an error frame arrives, then expects the connection to close.
-async fn expect_error_then_close(ws: &mut ClientSocket) -> ErrorCode {
-    let mut code = None;
-    loop {
-        match tokio::time::timeout(T, ws.next()).await.unwrap() {
-            Some(Ok(Message::Binary(b))) => {
-                if let Ok(RelayFrame::Error(e)) = RelayFrame::decode(&b) {
-                    code.get_or_insert(e.code);
-                }
-            }
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-            Some(Ok(_)) => {}
-        }
-    }
-    code.expect("an error frame before the close")
-}
 
 /// Opens a socket and answers the challenge with `auth` built from it.
 async fn raw_authenticated(url: &str, seed: u8) -> ClientSocket {
@@ -141,19 +31,6 @@ fn record(id: u32, len: usize) -> PrekeyRecord {
         id,
         blob: vec![(id % 251) as u8; len],
     }
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(T)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -817,4 +694,160 @@ async fn a_second_connection_supersedes_the_first() {
         .await
         .unwrap();
     assert_eq!(next_delivery(&mut second).await.message_id, mid(1));
+}
+
+/// One sender's pipelined request in [`per_sender_order_holds_for_any_interleaving_of_send_and_send_multi`].
+#[derive(Clone, Debug)]
+enum OrderOp {
+    /// `Send` to recipient `i`.
+    Send(usize),
+    /// `SendMulti` to these recipients.
+    Multi(Vec<usize>),
+}
+
+const ORDER_SENDERS: usize = 3;
+const ORDER_RECIPIENTS: usize = 3;
+
+/// Runs one case: every sender writes all its frames without waiting, then every recipient
+/// checks that it got each sender's messages complete and in the order that sender sent them.
+async fn order_case(
+    url: &str,
+    case: u32,
+    ops: Vec<Vec<OrderOp>>,
+    live: bool,
+) -> Result<(), proptest::test_runner::TestCaseError> {
+    use proptest::prop_assert_eq;
+    let id = |i: usize| kp_n(case * 16 + i as u32);
+    let recipient = |r: usize| id(ORDER_SENDERS + r);
+    let mut recipients = Vec::new();
+    for r in 0..ORDER_RECIPIENTS {
+        let mut c = connect_as(url, &recipient(r)).await;
+        drain(&mut c).await;
+        if live {
+            recipients.push(Some(c));
+        } else {
+            c.close().await;
+            recipients.push(None);
+        }
+    }
+    let mut senders = Vec::new();
+    for (s, ops) in ops.iter().enumerate() {
+        let mut c = connect_as(url, &id(s)).await;
+        drain(&mut c).await;
+        let frames: Vec<ClientFrame> = ops
+            .iter()
+            .enumerate()
+            .map(|(n, op)| {
+                let message_id = mid((s * 1000 + n) as u32);
+                let body = vec![s as u8; 16];
+                match op {
+                    OrderOp::Send(r) => ClientFrame::Send(SendOut {
+                        recipient: recipient(*r).public(),
+                        message_id,
+                        body,
+                    }),
+                    OrderOp::Multi(rs) => ClientFrame::SendMulti(SendMultiOut {
+                        recipients: rs.iter().map(|r| recipient(*r).public()).collect(),
+                        message_id,
+                        body,
+                    }),
+                }
+            })
+            .collect();
+        senders.push(tokio::spawn(async move {
+            let mut ws = c.into_socket();
+            for f in &frames {
+                ws.send(Message::Binary(f.encode().into())).await.unwrap();
+            }
+            let mut accepted = 0;
+            while accepted < frames.len() {
+                let Some(Ok(Message::Binary(b))) =
+                    tokio::time::timeout(T, ws.next()).await.unwrap()
+                else {
+                    panic!("sender connection closed")
+                };
+                match RelayFrame::decode(&b).unwrap() {
+                    RelayFrame::Accepted(_) => accepted += 1,
+                    RelayFrame::Error(e) => panic!("send rejected: {e:?}"),
+                    _ => {}
+                }
+            }
+        }));
+    }
+    for t in senders {
+        t.await.unwrap();
+    }
+    for (r, conn) in recipients.into_iter().enumerate() {
+        let expected: Vec<Vec<MessageId>> = ops
+            .iter()
+            .enumerate()
+            .map(|(s, ops)| {
+                ops.iter()
+                    .enumerate()
+                    .filter(|(_, op)| match op {
+                        OrderOp::Send(to) => *to == r,
+                        OrderOp::Multi(to) => to.contains(&r),
+                    })
+                    .map(|(n, _)| mid((s * 1000 + n) as u32))
+                    .collect()
+            })
+            .collect();
+        let total: usize = expected.iter().map(Vec::len).sum();
+        let got = match conn {
+            Some(mut c) => {
+                let mut got = Vec::new();
+                while got.len() < total {
+                    got.push(next_delivery(&mut c).await);
+                }
+                got
+            }
+            None => drain(&mut connect_as(url, &recipient(r)).await).await,
+        };
+        for (s, want) in expected.iter().enumerate() {
+            let from_s: Vec<MessageId> = got
+                .iter()
+                .filter(|d| d.sender == id(s).public())
+                .map(|d| d.message_id)
+                .collect();
+            prop_assert_eq!(&from_s, want, "recipient {} from sender {}", r, s);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn per_sender_order_holds_for_any_interleaving_of_send_and_send_multi() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_d, db) = tmpdb();
+    let relay = RelayProc::start(&db, &["--sync", "normal"]);
+    let op = prop_oneof![
+        (0..ORDER_RECIPIENTS).prop_map(OrderOp::Send),
+        proptest::sample::subsequence(
+            (0..ORDER_RECIPIENTS).collect::<Vec<_>>(),
+            1..=ORDER_RECIPIENTS
+        )
+        .prop_map(OrderOp::Multi),
+    ];
+    let strategy = (
+        proptest::collection::vec(proptest::collection::vec(op, 1..12), ORDER_SENDERS),
+        any::<bool>(),
+    );
+    let mut runner = TestRunner::new(Config {
+        cases: 24,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let case = std::sync::atomic::AtomicU32::new(0);
+    runner
+        .run(&strategy, |(ops, live)| {
+            let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            rt.block_on(order_case(&relay.url, n, ops, live))
+        })
+        .unwrap();
 }
