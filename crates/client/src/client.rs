@@ -10,7 +10,7 @@ use sotto_protocol::{
     Envelope, IdentityKey, IdentityKeyPair, KemPrekeyPublic, OneTimePrekeyPublic, PrekeyBundle,
     PrekeyStore, SafetyNumber, Session, SignedPrekeyPublic,
 };
-use sotto_relay::client::{ClientError, RelayClient};
+use sotto_transport::{ClientError, RelayClient};
 use sotto_wire::{
     BundleIn, DeliverIn, MessageId, PrekeyCounts, PrekeyRecord, RelayFrame, UploadPrekeysOut,
 };

@@ -20,7 +20,6 @@
 //! ```
 #![forbid(unsafe_code)]
 
-pub mod client;
 pub mod config;
 pub mod metrics;
 pub mod server;

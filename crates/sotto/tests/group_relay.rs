@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use sotto_protocol::IdentityKeyPair;
-use sotto_relay::client::{ClientError, RelayClient};
+use sotto_transport::{ClientError, RelayClient};
 use sotto_wire::*;
 
 const T: Duration = Duration::from_secs(10);

@@ -1,5 +1,5 @@
 //! The relay started as a user starts it (`sotto relay ...`, the built binary), driven over real
-//! sockets with `sotto_relay::client::RelayClient`.
+//! sockets with `sotto_transport::RelayClient`.
 
 #![allow(
     clippy::unwrap_used,
@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use sotto_relay::client::{ClientError, ClientSocket, RelayClient};
+use sotto_transport::{ClientError, ClientSocket, RelayClient};
 use sotto_wire::*;
 use support::*;
 use tokio_tungstenite::tungstenite::Message;

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use sotto_protocol::IdentityKeyPair;
-use sotto_relay::client::{ClientSocket, RelayClient};
+use sotto_transport::{ClientSocket, RelayClient};
 use sotto_wire::*;
 use tokio_tungstenite::tungstenite::Message;
 

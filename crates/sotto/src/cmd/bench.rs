@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use sotto_protocol::{IdentityKey, IdentityKeyPair};
-use sotto_relay::client::{ClientSocket, RelayClient};
+use sotto_transport::{ClientSocket, RelayClient};
 use sotto_wire::{ClientFrame, ErrorContext, MessageId, RelayFrame, SendOut};
 use tokio::sync::Barrier;
 use tokio_tungstenite::tungstenite::Message;

@@ -1,5 +1,5 @@
 //! What the relay integration tests share: the real `sotto relay` as a child process, identities,
-//! and a few protocol helpers over `sotto_relay::client::RelayClient`.
+//! and a few protocol helpers over `sotto_transport::RelayClient`.
 //!
 //! Each test binary uses part of it (`mod support;`), hence the `dead_code` allowance.
 
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use sotto_protocol::IdentityKeyPair;
-use sotto_relay::client::{ClientSocket, RelayClient};
+use sotto_transport::{ClientSocket, RelayClient};
 use sotto_wire::{DeliverIn, ErrorCode, MessageId, RelayFrame};
 use tokio_tungstenite::tungstenite::Message;
 
