@@ -10,10 +10,8 @@ use sotto_protocol::{
     Envelope, IdentityKey, IdentityKeyPair, KemPrekeyPublic, OneTimePrekeyPublic, PrekeyBundle,
     PrekeyStore, SafetyNumber, Session, SignedPrekeyPublic,
 };
-use sotto_transport::{ClientError, RelayClient};
-use sotto_wire::{
-    BundleIn, DeliverIn, MessageId, PrekeyCounts, PrekeyRecord, RelayFrame, UploadPrekeysOut,
-};
+use sotto_transport::{ClientError, Outcome, RelayClient};
+use sotto_wire::{BundleIn, DeliverIn, ErrorCode, MessageId, SendOut};
 use zeroize::Zeroizing;
 
 use crate::Error;
@@ -27,16 +25,9 @@ pub(crate) mod group;
 
 /// The signed prekey (and last-resort ML-KEM prekey) is replaced when older than this.
 pub const SIGNED_PREKEY_ROTATION: Duration = Duration::from_secs(7 * 24 * 3600);
-/// One-time prekeys of each kind the client keeps on the relay.
-const PREKEY_TARGET: u32 = 100;
-/// Top up when the relay holds fewer than this (the relay's default notice threshold).
-const PREKEY_LOW: u32 = 20;
-/// ML-KEM public keys are large: this many per upload frame.
-const KEM_PER_UPLOAD: usize = 25;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// For the group code's own waits (`flush_group_entry`); everything else waits on the
+/// connection's progress, not per request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-const BACKOFF_MIN_MS: u64 = 500;
-const BACKOFF_MAX_MS: u64 = 60_000;
 
 /// The default profile directory: `$XDG_DATA_HOME/sotto/profile`, else
 /// `~/.local/share/sotto/profile`.
@@ -49,7 +40,7 @@ pub fn default_profile_dir() -> PathBuf {
     base.join("sotto").join("profile")
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -61,9 +52,27 @@ fn hex_id(id: &[u8; 16]) -> String {
 }
 
 #[derive(Serialize, Deserialize, Default)]
-struct Account {
-    relay: Option<String>,
-    signed_prekey_rotated_ms: u64,
+pub(crate) struct Account {
+    pub(crate) relay: Option<String>,
+    pub(crate) signed_prekey_rotated_ms: u64,
+    /// A rotated signed prekey not yet accepted by the relay (publish it before rotating again).
+    #[serde(default)]
+    pub(crate) signed_prekey_unpublished: bool,
+    /// TLS roots and the relay's pinned id and key.
+    #[serde(default)]
+    pub(crate) trust: crate::link::RelayTrust,
+}
+
+/// How to register (see [`Client::register_with`]).
+#[derive(Clone, Debug, Default)]
+pub struct RegisterOptions<'a> {
+    /// An invite token for an invite-only relay (`sotto relay invite`).
+    pub invite: Option<&'a str>,
+    /// The CAs a `wss://` relay's certificate must chain to (default: Mozilla's roots; kept
+    /// when registering again with the same relay).
+    pub roots: Option<sotto_transport::TrustRoots>,
+    /// Forget the pinned relay id and TLS key first (the operator confirmed a change).
+    pub accept_new_relay_key: bool,
 }
 
 /// A contact and its verification state.
@@ -290,14 +299,20 @@ pub(crate) fn read_keys(store: &Store) -> Result<(IdentityKeyPair, PrekeyStore),
 pub struct Client {
     dir: PathBuf,
     pub(crate) store: Store,
-    identity: IdentityKeyPair,
-    prekeys: PrekeyStore,
-    account: Account,
-    relay: Option<RelayClient>,
-    failures: u32,
+    pub(crate) identity: IdentityKeyPair,
+    pub(crate) prekeys: PrekeyStore,
+    pub(crate) account: Account,
+    pub(crate) relay: Option<RelayClient>,
+    pub(crate) failures: u32,
+    /// Events caused while a request waited for its reply, for the next caller.
+    pub(crate) pending: Vec<Event>,
+    /// A one-time prekey top-up is due (from `AuthOk` or `PrekeysLow`).
+    pub(crate) prekeys_due: bool,
+    /// The relay said `Drained` on this connection.
+    pub(crate) drained: bool,
     crash_after_persist: bool,
     /// An invite token for an invite-only relay, used by the next connection.
-    pending_invite: Option<Vec<u8>>,
+    pub(crate) pending_invite: Option<Vec<u8>>,
     /// Decoded group states of recently read or written rows (see [`group::GroupCache`]).
     group_cache: group::GroupCache,
 }
@@ -319,7 +334,10 @@ enum Decrypted {
         plaintext: Zeroizing<Vec<u8>>,
         session: Box<Session>,
         row: Option<i64>,
-        prekeys_changed: bool,
+        /// The prekey store with the one-time prekeys this initial message used removed:
+        /// applied only once the session and the message are committed, so a failed commit
+        /// leaves the keys (and the message, redelivered) decryptable.
+        prekeys: Option<Box<PrekeyStore>>,
     },
     Failed(String),
 }
@@ -333,8 +351,8 @@ impl Client {
         prekeys.rotate_signed_prekey(&mut store.rng, &identity);
         prekeys.rotate_last_resort_kem_prekey(&mut store.rng, &identity);
         let account = Account {
-            relay: None,
             signed_prekey_rotated_ms: now_ms(),
+            ..Account::default()
         };
         let mut client = Self {
             dir: dir.to_owned(),
@@ -344,6 +362,9 @@ impl Client {
             account,
             relay: None,
             failures: 0,
+            pending: Vec::new(),
+            prekeys_due: false,
+            drained: false,
             crash_after_persist: false,
             pending_invite: None,
             group_cache: group::GroupCache::default(),
@@ -378,6 +399,9 @@ impl Client {
             account,
             relay: None,
             failures: 0,
+            pending: Vec::new(),
+            prekeys_due: false,
+            drained: false,
             crash_after_persist: false,
             pending_invite: None,
             group_cache: group::GroupCache::default(),
@@ -411,7 +435,7 @@ impl Client {
         self.relay.is_some()
     }
 
-    fn save_prekeys_and_account(&mut self) -> Result<(), Error> {
+    pub(crate) fn save_prekeys_and_account(&mut self) -> Result<(), Error> {
         let snap = self.prekeys.snapshot();
         let sealed_pk = self.store.key.seal(&mut self.store.rng, "prekeys", &snap)?;
         let acc = serde_json::to_vec(&self.account).map_err(|_| Error::Corrupt("account"))?;
@@ -427,7 +451,7 @@ impl Client {
 
     /// Sets the relay, connects, and uploads a full set of prekeys.
     pub async fn register(&mut self, url: &str) -> Result<Vec<Event>, Error> {
-        self.register_with_invite(url, None).await
+        self.register_with(url, RegisterOptions::default()).await
     }
 
     /// [`Client::register`] on an invite-only relay, with the token its operator created
@@ -437,48 +461,57 @@ impl Client {
         url: &str,
         invite: Option<&str>,
     ) -> Result<Vec<Event>, Error> {
-        self.pending_invite = invite.map(|t| t.as_bytes().to_vec());
+        self.register_with(
+            url,
+            RegisterOptions {
+                invite,
+                ..RegisterOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// Registers with the relay at `url` (`ws://` or `wss://`): connects (pinning the relay's
+    /// id and TLS key on first use; a new URL starts a new pin), then publishes prekeys.
+    /// Registering again with the same relay keeps its pins unless
+    /// [`RegisterOptions::accept_new_relay_key`].
+    pub async fn register_with(
+        &mut self,
+        url: &str,
+        opts: RegisterOptions<'_>,
+    ) -> Result<Vec<Event>, Error> {
         if !(url.starts_with("ws://") || url.starts_with("wss://")) {
             return Err(Error::Unreachable(
                 "relay URL must start with ws:// or wss://".into(),
             ));
         }
-        self.relay = None;
+        self.disconnect().await;
+        self.pending_invite = opts.invite.map(|t| t.as_bytes().to_vec());
+        let same_relay = self.account.relay.as_deref() == Some(url);
+        if !same_relay || opts.accept_new_relay_key {
+            self.account.trust.relay_id = None;
+            self.account.trust.tls_key = None;
+        }
+        if let Some(roots) = &opts.roots {
+            self.account.trust.roots = crate::link::Roots::from_transport(roots)?;
+        } else if !same_relay {
+            self.account.trust.roots = crate::link::Roots::default();
+        }
         self.account.relay = Some(url.to_owned());
         self.save_prekeys_and_account()?;
-        let mut events = self.connect().await?;
-        // Re-publish the signed and last-resort prekeys (a new relay has none).
-        let upload = UploadPrekeysOut {
-            signed_prekey: self.prekeys.signed_prekey().map(|s| PrekeyRecord {
-                id: s.id,
-                blob: s.encode(),
-            }),
-            last_resort_kem: self.prekeys.last_resort_kem_prekey().map(|k| PrekeyRecord {
-                id: k.id,
-                blob: k.encode(),
-            }),
-            ..Default::default()
-        };
-        self.upload(upload).await?;
-        events.extend(self.replenish(PrekeyCounts::default(), true).await?);
+        let mut events = self.connect_only().await?;
+        events.extend(self.publish_all().await?);
         Ok(events)
     }
 
-    async fn upload(&mut self, upload: UploadPrekeysOut) -> Result<PrekeyCounts, Error> {
-        let relay = self.relay.as_mut().ok_or(Error::NotRegistered)?;
-        let r = tokio::time::timeout(REQUEST_TIMEOUT, relay.upload_prekeys(upload)).await;
-        self.relay_result(r)
-    }
-
+    /// For the group code: a waited request's result (a timeout drops the connection).
     fn relay_result<T>(
         &mut self,
         r: Result<Result<T, ClientError>, tokio::time::error::Elapsed>,
     ) -> Result<T, Error> {
         match r {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(ClientError::Rejected(e))) if !e.code.is_fatal() => {
-                Err(Error::Rejected(e.code.to_string()))
-            }
+            Ok(Err(ClientError::Rejected(e))) => Err(Error::Rejected(e.code)),
             Ok(Err(e)) => {
                 self.relay = None;
                 Err(Error::Unreachable(e.to_string()))
@@ -487,201 +520,6 @@ impl Client {
                 self.relay = None;
                 Err(Error::Unreachable("timed out".into()))
             }
-        }
-    }
-
-    /// Tops the relay's one-time prekeys up to the target (`force`: add a full set).
-    async fn replenish(&mut self, counts: PrekeyCounts, force: bool) -> Result<Vec<Event>, Error> {
-        let want_x = if force || counts.x25519 < PREKEY_LOW {
-            PREKEY_TARGET.saturating_sub(if force { 0 } else { counts.x25519 })
-        } else {
-            0
-        };
-        let want_k = if force || counts.kem < PREKEY_LOW {
-            PREKEY_TARGET.saturating_sub(if force { 0 } else { counts.kem })
-        } else {
-            0
-        };
-        if want_x == 0 && want_k == 0 {
-            return Ok(vec![]);
-        }
-        let x = self
-            .prekeys
-            .generate_one_time_prekeys(&mut self.store.rng, want_x as usize);
-        let k =
-            self.prekeys
-                .generate_kem_prekeys(&mut self.store.rng, &self.identity, want_k as usize);
-        // Persist the private halves before the public halves leave.
-        self.save_prekeys_and_account()?;
-        let x_records: Vec<PrekeyRecord> = x
-            .iter()
-            .map(|p: &OneTimePrekeyPublic| PrekeyRecord {
-                id: p.id,
-                blob: p.encode(),
-            })
-            .collect();
-        for chunk in x_records.chunks(sotto_wire::MAX_PREKEYS_PER_UPLOAD) {
-            self.upload(UploadPrekeysOut {
-                one_time_x25519: chunk.to_vec(),
-                ..Default::default()
-            })
-            .await?;
-        }
-        let k_records: Vec<PrekeyRecord> = k
-            .iter()
-            .map(|p: &KemPrekeyPublic| PrekeyRecord {
-                id: p.id,
-                blob: p.encode(),
-            })
-            .collect();
-        for chunk in k_records.chunks(KEM_PER_UPLOAD) {
-            self.upload(UploadPrekeysOut {
-                one_time_kem: chunk.to_vec(),
-                ..Default::default()
-            })
-            .await?;
-        }
-        Ok(vec![Event::PrekeysReplenished {
-            x25519: x.len() as u32,
-            kem: k.len() as u32,
-        }])
-    }
-
-    async fn rotate_if_due(&mut self) -> Result<Vec<Event>, Error> {
-        let age = now_ms().saturating_sub(self.account.signed_prekey_rotated_ms);
-        if u128::from(age) < SIGNED_PREKEY_ROTATION.as_millis() {
-            return Ok(vec![]);
-        }
-        let s = self
-            .prekeys
-            .rotate_signed_prekey(&mut self.store.rng, &self.identity);
-        let k = self
-            .prekeys
-            .rotate_last_resort_kem_prekey(&mut self.store.rng, &self.identity);
-        self.account.signed_prekey_rotated_ms = now_ms();
-        self.save_prekeys_and_account()?;
-        self.upload(UploadPrekeysOut {
-            signed_prekey: Some(PrekeyRecord {
-                id: s.id,
-                blob: s.encode(),
-            }),
-            last_resort_kem: Some(PrekeyRecord {
-                id: k.id,
-                blob: k.encode(),
-            }),
-            ..Default::default()
-        })
-        .await?;
-        Ok(vec![Event::SignedPrekeyRotated])
-    }
-
-    /// Connects and authenticates if not connected; then replenishes prekeys and rotates the
-    /// signed prekey when due. Does not send or receive messages.
-    pub async fn connect(&mut self) -> Result<Vec<Event>, Error> {
-        if self.relay.is_some() {
-            return Ok(vec![]);
-        }
-        let url = self.account.relay.clone().ok_or(Error::NotRegistered)?;
-        let r = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            RelayClient::connect(&url, &self.identity, self.pending_invite.take()),
-        )
-        .await;
-        let relay = match r {
-            Ok(Ok(c)) => c,
-            Ok(Err(ClientError::Rejected(e))) => return Err(Error::Rejected(e.code.to_string())),
-            Ok(Err(e)) => {
-                self.failures = self.failures.saturating_add(1);
-                return Err(Error::Unreachable(e.to_string()));
-            }
-            Err(_) => {
-                self.failures = self.failures.saturating_add(1);
-                return Err(Error::Unreachable("timed out".into()));
-            }
-        };
-        let counts = relay.prekey_counts();
-        self.relay = Some(relay);
-        self.failures = 0;
-        let mut events = vec![Event::Connected];
-        events.extend(self.rotate_if_due().await?);
-        if self.account.relay.is_some() && (counts.x25519 > 0 || counts.kem > 0) {
-            events.extend(self.replenish(counts, false).await?);
-        }
-        Ok(events)
-    }
-
-    /// The delay before the next reconnection attempt: exponential backoff with jitter.
-    pub fn backoff(&mut self) -> Duration {
-        let exp = self.failures.min(8);
-        let base = (BACKOFF_MIN_MS << exp).min(BACKOFF_MAX_MS);
-        let jitter = self.store.rng.next_u64() % (base + 1);
-        Duration::from_millis(base / 2 + jitter)
-    }
-
-    /// Closes the relay connection.
-    pub async fn disconnect(&mut self) {
-        if let Some(r) = self.relay.take() {
-            r.close().await;
-        }
-    }
-
-    /// Connects, sends the outbox, and receives everything the relay holds (until it says
-    /// `Drained`), then sends the receipts that caused. Returns what happened.
-    pub async fn sync(&mut self) -> Result<Vec<Event>, Error> {
-        let mut events = self.connect().await?;
-        events.extend(self.flush().await?);
-        loop {
-            let relay = self.relay.as_mut().ok_or(Error::NotRegistered)?;
-            let r = tokio::time::timeout(REQUEST_TIMEOUT, relay.recv_frame()).await;
-            let frame = self.relay_result(r)?;
-            let drained = matches!(frame, RelayFrame::Drained);
-            events.extend(self.handle_frame(frame).await?);
-            if drained {
-                break;
-            }
-        }
-        events.extend(self.flush().await?);
-        events.push(Event::Synced);
-        Ok(events)
-    }
-
-    /// Waits for the next frame from the relay (connecting first if needed) and handles it,
-    /// sending any receipts it caused. Cancel-safe: the only await point before a frame is
-    /// taken is the socket read. On a connection error, wait [`Client::backoff`] and call again.
-    pub async fn next_events(&mut self) -> Result<Vec<Event>, Error> {
-        let mut events = self.connect().await?;
-        if !events.is_empty() {
-            events.extend(self.flush().await?);
-            return Ok(events);
-        }
-        let relay = self.relay.as_mut().ok_or(Error::NotRegistered)?;
-        let r = relay.recv_frame().await;
-        let frame = self.relay_result(Ok(r))?;
-        events.extend(self.handle_frame(frame).await?);
-        events.extend(self.flush().await?);
-        Ok(events)
-    }
-
-    async fn handle_frame(&mut self, frame: RelayFrame) -> Result<Vec<Event>, Error> {
-        match frame {
-            RelayFrame::Deliver(d) => {
-                let id = d.delivery_id;
-                let events = self.receive(&d)?;
-                let relay = self.relay.as_mut().ok_or(Error::NotRegistered)?;
-                let r = tokio::time::timeout(REQUEST_TIMEOUT, relay.ack(vec![id])).await;
-                self.relay_result(r)?;
-                Ok(events)
-            }
-            RelayFrame::PrekeysLow(c) => self.replenish(c, false).await,
-            RelayFrame::Drained => Ok(vec![Event::Synced]),
-            RelayFrame::Error(e) if e.code.is_fatal() => {
-                self.relay = None;
-                Err(Error::Unreachable(format!(
-                    "relay closed the session: {}",
-                    e.code
-                )))
-            }
-            _ => Ok(vec![]),
         }
     }
 
@@ -1084,9 +922,11 @@ impl Client {
     }
 
     async fn fetch_bundle(&mut self, identity: IdentityKey) -> Result<PrekeyBundle, Error> {
-        let relay = self.relay.as_mut().ok_or(Error::NotRegistered)?;
-        let r = tokio::time::timeout(REQUEST_TIMEOUT, relay.fetch_bundle(identity)).await;
-        let b: BundleIn = self.relay_result(r)?;
+        let b: BundleIn = match self.call(|s| s.fetch_bundle(identity)).await? {
+            Outcome::Bundle(b) => b,
+            Outcome::Rejected(e) => return Err(Error::Rejected(e.code)),
+            _ => return Err(Error::Unreachable("unexpected reply to a fetch".into())),
+        };
         if b.identity != identity {
             return Err(Error::Handshake(
                 "relay returned another identity's bundle".into(),
@@ -1216,6 +1056,11 @@ impl Client {
                                 }
                             }
                         }
+                        Err(Error::Rejected(code)) if code.is_transient() => {
+                            // Try again later (rate limited, overloaded); keep the order.
+                            blocked_contacts.push(entry.contact);
+                            continue;
+                        }
                         Err(Error::Rejected(code)) => {
                             events.extend(self.fail_entry(
                                 row,
@@ -1271,14 +1116,13 @@ impl Client {
             let OutboxBody::Ready(body) = &entry.body else {
                 continue;
             };
-            let relay = self.relay.as_mut().ok_or(Error::NotRegistered)?;
-            let r = tokio::time::timeout(
-                REQUEST_TIMEOUT,
-                relay.send(remote, MessageId(entry.message_id), body.clone()),
-            )
-            .await;
-            match self.relay_result(r) {
-                Ok(()) => {
+            let out = SendOut {
+                recipient: remote,
+                message_id: MessageId(entry.message_id),
+                body: body.clone(),
+            };
+            match self.call(|s| s.send(out)).await? {
+                Outcome::Accepted(_) => {
                     self.drop_outbox(row)?;
                     if let Some(mrow) = entry.message_row {
                         events.extend(self.set_message_state(
@@ -1288,18 +1132,23 @@ impl Client {
                         )?);
                     }
                 }
-                Err(Error::Rejected(code)) if code.contains("rate") || code.contains("quota") => {
-                    // Try again later; keep the order.
+                Outcome::Rejected(e) if e.code == ErrorCode::RateLimited => {
+                    // Our own rate: stop for now, keep the order of everything.
                     break;
                 }
-                Err(Error::Rejected(code)) => {
+                Outcome::Rejected(e) if e.code.is_transient() => {
+                    // This recipient's mailbox (or the relay) is full for now: later, in order;
+                    // other contacts' messages still go.
+                    blocked_contacts.push(entry.contact);
+                }
+                Outcome::Rejected(e) => {
                     events.extend(self.fail_entry(
                         row,
                         &entry,
-                        format!("relay rejected it: {code}"),
+                        format!("relay rejected it: {}", e.code),
                     )?);
                 }
-                Err(e) => return Err(e),
+                _ => return Err(Error::Unreachable("unexpected reply to a send".into())),
             }
         }
         Ok(events)
@@ -1350,22 +1199,19 @@ impl Client {
                             plaintext: Zeroizing::new(pt),
                             session: Box::new(s),
                             row: Some(row),
-                            prekeys_changed: false,
+                            prekeys: None,
                         },
                         Err(e) => Decrypted::Failed(e.to_string()),
                     });
                 }
-                let mut store = self.prekeys.clone();
-                match Session::respond(&mut self.store.rng, &self.identity, &mut store, p) {
-                    Ok((s, pt)) => {
-                        self.prekeys = store;
-                        Ok(Decrypted::Ok {
-                            plaintext: Zeroizing::new(pt),
-                            session: Box::new(s),
-                            row: None,
-                            prekeys_changed: true,
-                        })
-                    }
+                let mut staged = self.prekeys.clone();
+                match Session::respond(&mut self.store.rng, &self.identity, &mut staged, p) {
+                    Ok((s, pt)) => Ok(Decrypted::Ok {
+                        plaintext: Zeroizing::new(pt),
+                        session: Box::new(s),
+                        row: None,
+                        prekeys: Some(Box::new(staged)),
+                    }),
                     Err(e) => Ok(Decrypted::Failed(e.to_string())),
                 }
             }
@@ -1383,7 +1229,7 @@ impl Client {
                                 plaintext: Zeroizing::new(pt),
                                 session: Box::new(s),
                                 row: Some(row),
-                                prekeys_changed: false,
+                                prekeys: None,
                             });
                         }
                         Err(e) => {
@@ -1399,7 +1245,7 @@ impl Client {
     }
 
     /// Handles one delivery: everything it changes is one transaction.
-    fn receive(&mut self, d: &DeliverIn) -> Result<Vec<Event>, Error> {
+    pub(crate) fn receive(&mut self, d: &DeliverIn) -> Result<Vec<Event>, Error> {
         let seen_tag = self
             .store
             .key
@@ -1451,12 +1297,12 @@ impl Client {
             events.extend(fx.events);
             return Ok(events);
         }
-        let prekeys_before = self.prekeys.clone();
         let decrypted = self.decrypt(cid, d.sender, &d.body)?;
         let now = now_ms();
         let mut message: Option<Message> = None;
         let mut delivered: Vec<[u8; 16]> = Vec::new();
         let mut session_write = None;
+        let mut staged_prekeys = None;
         let mut receipt = None;
         let mut group_fx = None;
         match decrypted {
@@ -1464,9 +1310,10 @@ impl Client {
                 plaintext,
                 session,
                 row,
-                prekeys_changed,
+                prekeys,
             } => {
-                session_write = Some((row, session, prekeys_changed));
+                session_write = Some((row, session));
+                staged_prekeys = prekeys;
                 match Payload::decode(&plaintext) {
                     Some(Payload::Text { id, sent_ms, text }) if id == d.message_id.0 => {
                         message = Some(Message {
@@ -1500,7 +1347,6 @@ impl Client {
                 }
             }
             Decrypted::Failed(reason) => {
-                self.prekeys = prekeys_before;
                 message = Some(failed(d, &contact, now, &reason));
             }
         }
@@ -1508,17 +1354,17 @@ impl Client {
             .as_ref()
             .map(|m| self.store.seal_json("message", m))
             .transpose()?;
-        let pk_sealed = match &session_write {
-            Some((_, _, true)) => Some(self.store.key.seal(
-                &mut self.store.rng,
-                "prekeys",
-                &self.prekeys.snapshot(),
-            )?),
-            _ => None,
-        };
+        let pk_sealed = staged_prekeys
+            .as_ref()
+            .map(|p| {
+                self.store
+                    .key
+                    .seal(&mut self.store.rng, "prekeys", &p.snapshot())
+            })
+            .transpose()?;
         let tx = self.store.conn.unchecked_transaction()?;
         tx.execute("INSERT INTO seen(tag) VALUES (?1)", [&seen_tag])?;
-        if let Some((row, session, _)) = &session_write {
+        if let Some((row, session)) = &session_write {
             Self::save_session_tx(
                 &self.store.key,
                 &mut self.store.rng,
@@ -1549,6 +1395,9 @@ impl Client {
             fx.write_tx(&tx)?;
         }
         tx.commit()?;
+        if let Some(p) = staged_prekeys {
+            self.prekeys = *p;
+        }
         if let Some(fx) = group_fx {
             events.extend(fx.events);
         }
@@ -1595,6 +1444,86 @@ mod tests {
 
     fn contains(hay: &[u8], needle: &[u8]) -> bool {
         hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// An initial message whose commit fails (the database is locked by another writer) is
+    /// not lost: the one-time prekeys it used stay until a commit succeeds, so the relay's
+    /// redelivery decrypts.
+    #[test]
+    fn a_failed_commit_keeps_the_one_time_prekey_for_the_redelivery() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bob = Client::init(&dir.path().join("b"), b"pw", KdfParams::INSECURE_TEST).unwrap();
+        let alice = IdentityKeyPair::from_seed(&[3; 32]);
+        let opk = bob
+            .prekeys
+            .generate_one_time_prekeys(&mut bob.store.rng, 1)
+            .remove(0);
+        let kem = bob
+            .prekeys
+            .generate_kem_prekeys(&mut bob.store.rng, &bob.identity, 1)
+            .remove(0);
+        bob.save_prekeys_and_account().unwrap();
+        let invite = Invite {
+            identity: alice.public(),
+            relay: "ws://127.0.0.1:1/".into(),
+        }
+        .encode()
+        .unwrap();
+        // A known contact: nothing is written before the delivery's one transaction.
+        bob.add_contact("alice", &invite).unwrap();
+        let bundle = PrekeyBundle {
+            identity: bob.identity(),
+            signed_prekey: bob.prekeys.signed_prekey().unwrap(),
+            one_time_prekey: Some(opk),
+            kem_prekey: kem,
+        };
+        let mut rng = crate::rng::OsRng::new().unwrap();
+        let mut s = Session::initiate(&mut rng, &alice, &bundle).unwrap();
+        let id = [4; 16];
+        let body = s
+            .encrypt(
+                &Payload::Text {
+                    id,
+                    sent_ms: 1,
+                    text: "first words".into(),
+                }
+                .encode(),
+            )
+            .unwrap();
+        let d = DeliverIn {
+            delivery_id: 1,
+            sender: alice.public(),
+            message_id: MessageId(id),
+            timestamp_ms: 1,
+            body,
+        };
+        // Another writer holds the database: Bob's commit fails.
+        let other = rusqlite::Connection::open(dir.path().join("b").join(crate::DB_FILE)).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE;").unwrap();
+        bob.store
+            .conn
+            .busy_timeout(Duration::from_millis(50))
+            .unwrap();
+        assert!(matches!(bob.receive(&d), Err(Error::Storage(_))));
+        other.execute_batch("ROLLBACK;").unwrap();
+        // The relay delivers it again (it was never acknowledged).
+        let events = bob.receive(&d).unwrap();
+        let texts: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Message(m) => Some((m.state, m.text.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            texts,
+            vec![(DeliveryState::Received, Some("first words".to_owned()))]
+        );
+        assert_eq!(
+            bob.prekeys.one_time_prekey_count(),
+            0,
+            "consumed after the commit"
+        );
     }
 
     #[test]

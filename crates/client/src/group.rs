@@ -753,7 +753,7 @@ impl Client {
         .await;
         let (state, error) = match self.relay_result(r) {
             Ok(()) => (DeliveryState::Accepted, None),
-            Err(Error::Rejected(code)) if code.contains("rate") => return Ok(false),
+            Err(Error::Rejected(code)) if code.is_transient() => return Ok(false),
             Err(Error::Rejected(code)) => (
                 DeliveryState::Failed,
                 Some(format!("relay did not store it for every member: {code}")),

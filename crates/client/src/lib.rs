@@ -44,20 +44,25 @@ mod client;
 pub mod forensics;
 mod history;
 pub mod invite;
+mod link;
 mod payload;
 pub mod rng;
 pub mod seal;
 mod store;
+mod upkeep;
 
 pub use client::group::{GroupInfo, GroupMember, GroupMessage};
 pub use client::{
-    AddOutcome, Client, Contact, DeliveryState, Direction, Event, Message, SIGNED_PREKEY_ROTATION,
-    default_profile_dir,
+    AddOutcome, Client, Contact, DeliveryState, Direction, Event, Message, RegisterOptions,
+    SIGNED_PREKEY_ROTATION, default_profile_dir,
 };
 pub use invite::{Invite, InviteError};
+pub use link::RelayPins;
 pub use seal::KdfParams;
 pub use store::DB_FILE;
 
+pub use sotto_transport::TrustRoots;
+pub use sotto_wire::ErrorCode;
 use thiserror::Error;
 
 /// Why a client operation failed. `Display` never contains message text or key material.
@@ -88,9 +93,26 @@ pub enum Error {
     /// The relay cannot be reached or the connection dropped.
     #[error("relay unreachable: {0}")]
     Unreachable(String),
-    /// The relay rejected a request.
-    #[error("relay rejected the request: {0}")]
-    Rejected(String),
+    /// The relay refused a request with this code (the connection stays open, except for the
+    /// codes that end it, such as `invite_required`).
+    #[error("relay rejected the request: {}", describe_code(*.0))]
+    Rejected(ErrorCode),
+    /// The relay presents another id or TLS key than the one pinned when this profile first
+    /// connected to it: another relay, or someone in between. Nothing was sent to it.
+    #[error(
+        "the relay's {what} changed since this profile first connected (pinned {pinned}, presented {presented}): it may be another relay or someone in between; if its operator confirms the change, accept it with `sotto relay-trust`"
+    )]
+    RelayChanged {
+        /// `"id"` or `"TLS key"`.
+        what: &'static str,
+        /// The pinned value (hex prefix).
+        pinned: String,
+        /// The presented value (hex prefix).
+        presented: String,
+    },
+    /// TLS with the relay failed (an untrusted or mismatched certificate, a bad CA file).
+    #[error("{0}")]
+    Tls(String),
     /// No contact has that name.
     #[error("unknown contact {0:?}")]
     UnknownContact(String),
@@ -126,5 +148,26 @@ impl Error {
     /// Whether the error is a lost or impossible connection (worth a retry with backoff).
     pub fn is_connection(&self) -> bool {
         matches!(self, Self::Unreachable(_))
+    }
+
+    /// Whether waiting and trying again can help: a lost connection, or a relay refusal that is
+    /// transient (rate limits, full quotas or store, overload). A changed relay key, a wrong
+    /// passphrase or a refusal for good is not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unreachable(_) => true,
+            Self::Rejected(code) => code.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// A relay error code as a user reads it.
+fn describe_code(code: ErrorCode) -> String {
+    match code {
+        ErrorCode::InviteRequired => {
+            "invite_required (this relay is invite-only: register with --invite TOKEN from its operator)".into()
+        }
+        other => other.to_string(),
     }
 }

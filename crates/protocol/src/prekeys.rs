@@ -456,6 +456,38 @@ impl PrekeyStore {
         public
     }
 
+    /// Deletes the oldest unused one-time prekeys (lowest ids first) so that at most
+    /// `max_x25519` X25519 and `max_kem` ML-KEM one-time prekeys remain; the signed and
+    /// last-resort keys are never evicted. Returns how many of each were deleted.
+    ///
+    /// The relay hands out the lowest id first, so the oldest keys are the ones already handed
+    /// out (or never published): evicting them lets an owner whose keys are drained by strangers
+    /// keep making new ones, at the cost of an initial message that arrives after its key was
+    /// evicted.
+    pub fn evict_oldest_one_time_prekeys(
+        &mut self,
+        max_x25519: usize,
+        max_kem: usize,
+    ) -> (usize, usize) {
+        let mut x = 0;
+        while self.one_time.len() > max_x25519 {
+            self.one_time.pop_first();
+            x += 1;
+        }
+        let excess = self.one_time_kem_prekey_count().saturating_sub(max_kem);
+        let oldest: Vec<u32> = self
+            .kem
+            .iter()
+            .filter(|(_, s)| !s.last_resort)
+            .map(|(id, _)| *id)
+            .take(excess)
+            .collect();
+        for id in &oldest {
+            self.kem.remove(id);
+        }
+        (x, oldest.len())
+    }
+
     /// Number of unused one-time X25519 prekeys.
     pub fn one_time_prekey_count(&self) -> usize {
         self.one_time.len()

@@ -330,3 +330,147 @@ fn register_on_an_invite_only_relay() {
     u.ok(&["inbox"]);
     relay.stop();
 }
+
+mod support;
+
+/// A `sotto recv --follow --json` child whose stdout lines are collected by a thread.
+struct Follow {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Follow {
+    fn start(user: &User) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sotto"))
+            .args(["recv", "--follow", "--json"])
+            .env("SOTTO_PROFILE", &user.dir)
+            .env("SOTTO_PASSPHRASE", PW)
+            .env("SOTTO_INSECURE_TEST_KDF", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { child, lines }
+    }
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+    /// Waits up to `secs` for a printed message with `text`.
+    fn wait_for_text(&mut self, text: &str, secs: u64) -> bool {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while std::time::Instant::now() < until {
+            if self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .any(|v| v["text"] == text)
+            {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        false
+    }
+}
+
+impl Drop for Follow {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn identity_of(user: &User) -> sotto_protocol::IdentityKey {
+    sotto_client::Invite::decode(&user.invite())
+        .unwrap()
+        .identity
+}
+
+/// Five registered strangers fetch the victim's bundle as fast as the relay lets them, for a
+/// bounded time, while the victim runs `sotto recv --follow`. The follow must survive every
+/// rejection its top-ups meet, the victim must keep one-time prekeys, and a new contact must
+/// start a session with the victim as usual.
+#[test]
+fn prekey_drain_by_five_identities_neither_stops_recv_follow_nor_starves_the_victim() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = support::RelayProc::start(&tmp.path().join("relay.db"), &[]);
+    let victim = User::setup(tmp.path(), "victim", &relay.url);
+    let target = identity_of(&victim);
+    let mut follow = Follow::start(&victim);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let attack = std::time::Duration::from_secs(6);
+    let (fetched, refused) = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for n in 0..5u32 {
+            let url = relay.url.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut c = support::connect_as(&url, &support::kp_n(1000 + n)).await;
+                let (mut ok, mut no) = (0u32, 0u32);
+                let end = tokio::time::Instant::now() + attack;
+                while tokio::time::Instant::now() < end {
+                    match tokio::time::timeout(support::T, c.fetch_bundle(target)).await {
+                        Ok(Ok(_)) => ok += 1,
+                        Ok(Err(e)) if e.code().is_some() => no += 1,
+                        Ok(Err(e)) => panic!("attacker connection failed: {e}"),
+                        Err(_) => panic!("a fetch took more than {:?}", support::T),
+                    }
+                }
+                (ok, no)
+            }));
+        }
+        let mut total = (0, 0);
+        for t in tasks {
+            let (ok, no) = t.await.unwrap();
+            total = (total.0 + ok, total.1 + no);
+        }
+        total
+    });
+    support::say(&format!(
+        "drain: {fetched} bundles fetched, {refused} fetches refused in {attack:?}"
+    ));
+    assert!(
+        fetched > 200,
+        "the attack should drain more than a full set"
+    );
+    assert!(
+        follow.running(),
+        "sotto recv --follow stopped during the drain"
+    );
+
+    // A new contact starts a session with the victim; the follow shows the message.
+    let carol = User::setup(tmp.path(), "carol", &relay.url);
+    carol.ok(&["contact", "add", "victim", &victim.invite()]);
+    carol.ok(&["send", "victim", "hello after the drain"]);
+    assert!(
+        follow.wait_for_text("hello after the drain", 20),
+        "the victim did not show the new contact's first message"
+    );
+    assert!(follow.running(), "sotto recv --follow stopped");
+
+    // The victim still holds one-time prekeys (it kept making new ones).
+    let stolen = sotto_client::forensics::steal_profile(&victim.dir, PW.as_bytes()).unwrap();
+    assert!(
+        stolen.prekeys.one_time_prekey_count() > 0
+            && stolen.prekeys.one_time_kem_prekey_count() > 0,
+        "the victim holds no one-time prekeys: {:?}",
+        stolen.prekeys
+    );
+    drop(follow);
+}

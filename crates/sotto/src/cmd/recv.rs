@@ -89,7 +89,9 @@ pub(crate) fn main(args: RecvArgs) -> anyhow::Result<()> {
                         use std::io::Write;
                         std::io::stdout().flush()?;
                     }
-                    Err(e) if e.is_connection() => {
+                    // A lost connection, or a transient refusal (the client handles the others
+                    // itself: a message fails or waits): retry with backoff, never exit.
+                    Err(e) if e.is_transient() => {
                         let wait = client.backoff();
                         eprintln!("{e}; reconnecting in {:.1}s", wait.as_secs_f64());
                         tokio::time::sleep(wait).await;
