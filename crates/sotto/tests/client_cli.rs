@@ -141,6 +141,11 @@ fn two_people_chat_offline_restart_crash_and_scan() {
         alice.json(&["verify", "bob", "--json"])["safety_number"],
         sn["safety_number"]
     );
+    let shown = alice.ok(&["verify", "bob"]);
+    assert!(
+        shown.contains(&digits) && shown.contains("Compare all 12 groups"),
+        "{shown}"
+    );
     alice.ok(&["verify", "bob", &digits]);
     bob.ok(&["verify", "alice", "--confirm"]);
     let wrong = "12345 ".repeat(12);

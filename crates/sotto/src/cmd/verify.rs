@@ -67,6 +67,9 @@ pub(crate) fn main(args: VerifyArgs) -> anyhow::Result<()> {
         args.name
     );
     println!(
+        "Compare all 12 groups: each half is one person's key, so a man in the middle changes only one half."
+    );
+    println!(
         "If they match: sotto verify {} --confirm   (or paste their number after the name)",
         args.name
     );
