@@ -66,6 +66,9 @@ pub enum Error {
     /// The scene could not go on (what was expected did not happen).
     #[error("{0}")]
     Scene(String),
+    /// A written capture could not be read back.
+    #[error("reading the capture back: {0}")]
+    Pcap(#[from] pcap::ReadError),
 }
 
 /// A piece of evidence shown in the report.
@@ -111,14 +114,23 @@ pub struct Outcome {
     pub pass: bool,
     /// Evidence for the report.
     pub evidence: Vec<Evidence>,
-    /// The pcap file written for this scene (a file name inside the report directory).
-    pub pcap: Option<PathBuf>,
+    /// The pcap file written for this scene, with what it holds (counted from the file).
+    pub pcap: Option<PcapFile>,
     /// The proxy's log of the scene (for the sequence diagram).
     pub log: Vec<FrameLog>,
     /// Display names of the identities in the log.
     pub names: Vec<(IdentityKey, String)>,
     /// How long the scene took.
     pub duration: Duration,
+}
+
+/// A capture written into the report directory, and what the written file holds.
+#[derive(Clone, Debug)]
+pub struct PcapFile {
+    /// The file name inside the report directory.
+    pub name: PathBuf,
+    /// Packets, payload bytes, size and SHA-256, counted from the file after it was written.
+    pub summary: pcap::Summary,
 }
 
 /// One observation and whether it is what the property requires.
@@ -175,6 +187,41 @@ impl Outcome {
     }
 }
 
+/// A message state in the words the CLI uses (`sotto inbox --json`), for the report.
+pub fn state_word(s: sotto_client::DeliveryState) -> &'static str {
+    use sotto_client::DeliveryState as S;
+    match s {
+        S::Queued => "queued",
+        S::Accepted => "accepted",
+        S::Delivered => "delivered",
+        S::Received => "received",
+        S::Failed => "failed",
+    }
+}
+
+/// A message's state and error as the report shows them: `failed: message failed
+/// authentication`, `received`.
+pub fn describe(m: &sotto_client::Message) -> String {
+    match &m.error {
+        Some(e) => format!("{}: {e}", state_word(m.state)),
+        None => state_word(m.state).to_owned(),
+    }
+}
+
+/// `n` things in words: `1 session`, `3 sessions`.
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// How often, in words: `once`, `twice`, `3 times`.
+pub fn times(n: usize) -> String {
+    match n {
+        1 => "once".into(),
+        2 => "twice".into(),
+        n => format!("{n} times"),
+    }
+}
+
 /// Where a scenario writes its files and how it tells the user what it is doing.
 #[derive(Clone)]
 pub struct Ctx {
@@ -201,14 +248,36 @@ impl Ctx {
         self.out_dir.as_deref()
     }
 
-    /// Writes `capture` as `name` into the output directory; returns the file name.
-    pub fn save_pcap(&self, capture: &pcap::Capture, name: &str) -> Result<Option<PathBuf>, Error> {
+    /// Writes `capture` as `name` into the output directory (if there is one) and reads the file
+    /// back: returns it with what it holds.
+    pub fn save_pcap(
+        &self,
+        capture: &pcap::Capture,
+        name: &str,
+    ) -> Result<Option<PcapFile>, Error> {
+        Ok(self.save_and_read_pcap(capture, name)?.0)
+    }
+
+    /// Like [`Ctx::save_pcap`], and also returns the packets as read back from the file (from
+    /// the same bytes in memory when there is no output directory), so a scene searches exactly
+    /// the evidence it hands over.
+    pub fn save_and_read_pcap(
+        &self,
+        capture: &pcap::Capture,
+        name: &str,
+    ) -> Result<(Option<PcapFile>, pcap::Contents), Error> {
         let Some(dir) = &self.out_dir else {
-            return Ok(None);
+            return Ok((None, pcap::read(&capture.to_pcap()?)?));
         };
         std::fs::create_dir_all(dir)?;
-        capture.write_to(&dir.join(name))?;
-        Ok(Some(PathBuf::from(name)))
+        let path = dir.join(name);
+        capture.write_to(&path)?;
+        let contents = pcap::read(&std::fs::read(&path)?)?;
+        let file = PcapFile {
+            name: PathBuf::from(name),
+            summary: contents.summary.clone(),
+        };
+        Ok((Some(file), contents))
     }
 }
 

@@ -6,6 +6,10 @@
 //! pseudo-header checksum), a three-way handshake when a connection opens, consistent sequence
 //! and acknowledgement numbers, and FIN/ACK when it closes. Payload bytes are exactly the bytes
 //! that crossed the socket. Segments are at most [`MSS`] bytes.
+//!
+//! What the report says about a capture is counted from the written file ([`read`]), never from
+//! the capture in memory: connections keep closing (FIN segments) after a scene saves its
+//! capture, so only the file is the evidence.
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -13,7 +17,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pcap_file::pcap::{PcapPacket, PcapWriter};
+use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
 
 /// Largest TCP payload per synthesized segment (an Ethernet MTU of 1500).
 pub const MSS: usize = 1460;
@@ -33,7 +39,6 @@ struct Packet {
 #[derive(Default)]
 struct Inner {
     packets: Vec<Packet>,
-    payload_bytes: u64,
 }
 
 /// A shared, in-memory capture. Clones share the same packet list.
@@ -155,9 +160,8 @@ impl Capture {
         Self::default()
     }
 
-    fn push(&self, frame: Vec<u8>, payload: usize) {
+    fn push(&self, frame: Vec<u8>) {
         if let Ok(mut g) = self.inner.lock() {
-            g.payload_bytes += payload as u64;
             g.packets.push(Packet { ts: now(), frame });
         }
     }
@@ -175,31 +179,25 @@ impl Capture {
         let isn_c = u32::from(client.port()).wrapping_mul(0x9e37_79b9);
         let isn_s = u32::from(server.port()).wrapping_mul(0x85eb_ca6b) ^ isn_c;
         let id = self.next_ip_id();
-        self.push(frame(&client, &server, isn_c, 0, TCP_SYN, &[], id), 0);
-        self.push(
-            frame(
-                &server,
-                &client,
-                isn_s,
-                isn_c.wrapping_add(1),
-                TCP_SYN | TCP_ACK,
-                &[],
-                id.wrapping_add(1),
-            ),
-            0,
-        );
-        self.push(
-            frame(
-                &client,
-                &server,
-                isn_c.wrapping_add(1),
-                isn_s.wrapping_add(1),
-                TCP_ACK,
-                &[],
-                id.wrapping_add(2),
-            ),
-            0,
-        );
+        self.push(frame(&client, &server, isn_c, 0, TCP_SYN, &[], id));
+        self.push(frame(
+            &server,
+            &client,
+            isn_s,
+            isn_c.wrapping_add(1),
+            TCP_SYN | TCP_ACK,
+            &[],
+            id.wrapping_add(1),
+        ));
+        self.push(frame(
+            &client,
+            &server,
+            isn_c.wrapping_add(1),
+            isn_s.wrapping_add(1),
+            TCP_ACK,
+            &[],
+            id.wrapping_add(2),
+        ));
         Arc::new(Flow {
             capture: self.clone(),
             client,
@@ -208,7 +206,8 @@ impl Capture {
         })
     }
 
-    /// Number of packets captured so far.
+    /// Number of packets captured so far (the capture keeps growing while connections close:
+    /// report what [`read`] counts in the written file instead).
     pub fn packet_count(&self) -> usize {
         self.inner.lock().map(|g| g.packets.len()).unwrap_or(0)
     }
@@ -221,28 +220,106 @@ impl Capture {
             .unwrap_or_default()
     }
 
-    /// Total TCP payload bytes captured so far.
-    pub fn payload_bytes(&self) -> u64 {
-        self.inner.lock().map(|g| g.payload_bytes).unwrap_or(0)
-    }
-
-    /// Writes the capture as a pcap file (Ethernet link type, microsecond timestamps).
-    pub fn write_to(&self, path: &Path) -> std::io::Result<()> {
+    /// The capture as the bytes of a pcap file (Ethernet link type, microsecond timestamps).
+    pub fn to_pcap(&self) -> std::io::Result<Vec<u8>> {
         let packets = self
             .inner
             .lock()
             .map(|g| g.packets.clone())
             .unwrap_or_default();
-        let file = std::fs::File::create(path)?;
-        let mut w =
-            PcapWriter::new(std::io::BufWriter::new(file)).map_err(std::io::Error::other)?;
+        let mut w = PcapWriter::new(Vec::new()).map_err(std::io::Error::other)?;
         for p in &packets {
             let pkt = PcapPacket::new(p.ts, p.frame.len() as u32, &p.frame);
             w.write_packet(&pkt).map_err(std::io::Error::other)?;
         }
-        let mut inner = w.into_writer();
-        inner.flush()
+        Ok(w.into_writer())
     }
+
+    /// Writes the capture as a pcap file (see [`Capture::to_pcap`]).
+    pub fn write_to(&self, path: &Path) -> std::io::Result<()> {
+        let bytes = self.to_pcap()?;
+        let mut f = std::fs::File::create(path)?;
+        f.write_all(&bytes)?;
+        f.sync_all()
+    }
+}
+
+/// Why a pcap file could not be read back.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// Not a pcap file, or a truncated one.
+    #[error("not a readable pcap file: {0}")]
+    Format(String),
+    /// A packet that is not Ethernet II / IPv4 / TCP as this module writes them.
+    #[error("packet {0} is not Ethernet/IPv4/TCP")]
+    NotTcp(usize),
+}
+
+/// What a pcap file holds, counted from its bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// Number of packets (records) in the file.
+    pub packets: usize,
+    /// Sum of the TCP payload lengths (what `tshark -T fields -e tcp.len` adds up to).
+    pub payload_bytes: u64,
+    /// Size of the file in bytes.
+    pub file_bytes: u64,
+    /// SHA-256 of the whole file.
+    pub sha256: [u8; 32],
+}
+
+impl Summary {
+    /// The SHA-256 in lower-case hex, as `sha256sum` prints it.
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(self.sha256)
+    }
+}
+
+/// A pcap file read back: its summary and every packet's frame (Ethernet and up), in order.
+#[derive(Clone, Debug)]
+pub struct Contents {
+    /// Counts and hash.
+    pub summary: Summary,
+    /// The frames.
+    pub frames: Vec<Vec<u8>>,
+}
+
+/// The TCP payload length of an Ethernet/IPv4/TCP frame, from its headers.
+fn tcp_payload_len(frame: &[u8]) -> Option<usize> {
+    let ip = frame.get(14..)?;
+    if frame.get(12..14)? != [0x08, 0x00] || ip.first()? >> 4 != 4 || *ip.get(9)? != 6 {
+        return None;
+    }
+    let ihl = usize::from(ip.first()? & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
+    let doff = usize::from(ip.get(ihl + 12)? >> 4) * 4;
+    if ihl < 20 || doff < 20 || total > ip.len() {
+        return None;
+    }
+    total.checked_sub(ihl + doff)
+}
+
+/// Reads a pcap file's bytes: counts its packets and TCP payload bytes and hashes it.
+pub fn read(bytes: &[u8]) -> Result<Contents, ReadError> {
+    let mut reader = PcapReader::new(bytes).map_err(|e| ReadError::Format(e.to_string()))?;
+    let mut frames = Vec::new();
+    let mut payload_bytes = 0u64;
+    while let Some(p) = reader.next_packet() {
+        let p = p.map_err(|e| ReadError::Format(e.to_string()))?;
+        let n = tcp_payload_len(&p.data).ok_or(ReadError::NotTcp(frames.len() + 1))?;
+        payload_bytes += n as u64;
+        frames.push(p.data.into_owned());
+    }
+    Ok(Contents {
+        summary: Summary {
+            packets: frames.len(),
+            payload_bytes,
+            file_bytes: bytes.len() as u64,
+            sha256: Sha256::digest(bytes).into(),
+        },
+        frames,
+    })
 }
 
 impl Flow {
@@ -272,20 +349,16 @@ impl Flow {
                 (seq.1, seq.0, &self.server, &self.client)
             };
             let id = self.capture.next_ip_id();
-            self.capture.push(
-                frame(src, dst, s, a, TCP_PSH | TCP_ACK, chunk, id),
-                chunk.len(),
-            );
+            self.capture
+                .push(frame(src, dst, s, a, TCP_PSH | TCP_ACK, chunk, id));
             let next = s.wrapping_add(chunk.len() as u32);
             if from_client {
                 seq.0 = next;
             } else {
                 seq.1 = next;
             }
-            self.capture.push(
-                frame(dst, src, a, next, TCP_ACK, &[], id.wrapping_add(1)),
-                0,
-            );
+            self.capture
+                .push(frame(dst, src, a, next, TCP_ACK, &[], id.wrapping_add(1)));
         }
     }
 
@@ -304,31 +377,25 @@ impl Flow {
         };
         let id = self.capture.next_ip_id();
         self.capture
-            .push(frame(src, dst, s, a, TCP_FIN | TCP_ACK, &[], id), 0);
-        self.capture.push(
-            frame(
-                dst,
-                src,
-                a,
-                s.wrapping_add(1),
-                TCP_FIN | TCP_ACK,
-                &[],
-                id.wrapping_add(1),
-            ),
-            0,
-        );
-        self.capture.push(
-            frame(
-                src,
-                dst,
-                s.wrapping_add(1),
-                a.wrapping_add(1),
-                TCP_ACK,
-                &[],
-                id.wrapping_add(2),
-            ),
-            0,
-        );
+            .push(frame(src, dst, s, a, TCP_FIN | TCP_ACK, &[], id));
+        self.capture.push(frame(
+            dst,
+            src,
+            a,
+            s.wrapping_add(1),
+            TCP_FIN | TCP_ACK,
+            &[],
+            id.wrapping_add(1),
+        ));
+        self.capture.push(frame(
+            src,
+            dst,
+            s.wrapping_add(1),
+            a.wrapping_add(1),
+            TCP_ACK,
+            &[],
+            id.wrapping_add(2),
+        ));
         seq.2 = true;
     }
 }
@@ -353,7 +420,29 @@ mod tests {
             7,
         );
         assert_eq!(checksum(&[&ip[14..34]]), 0);
+        assert_eq!(tcp_payload_len(&ip), Some(5));
         ip[20] ^= 1;
         assert_ne!(checksum(&[&ip[14..34]]), 0);
+    }
+
+    #[test]
+    fn read_counts_what_was_written_and_rejects_garbage() {
+        let c = Capture::new();
+        let f = c.open(
+            "127.0.0.1:4000".parse().unwrap(),
+            "127.0.0.1:80".parse().unwrap(),
+        );
+        f.data(true, &[7u8; 3000]); // three segments, each acknowledged
+        f.data(false, b"ok");
+        f.close(true);
+        let bytes = c.to_pcap().unwrap();
+        let r = read(&bytes).unwrap();
+        assert_eq!(r.summary.packets, 3 + 3 * 2 + 2 + 3);
+        assert_eq!(r.summary.packets, c.packet_count());
+        assert_eq!(r.summary.payload_bytes, 3002);
+        assert_eq!(r.summary.file_bytes, bytes.len() as u64);
+        assert_eq!(r.frames, c.frames());
+        assert!(read(&bytes[..bytes.len() - 1]).is_err(), "truncated");
+        assert!(read(b"not a pcap file at all").is_err());
     }
 }

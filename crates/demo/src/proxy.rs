@@ -110,10 +110,19 @@ pub struct FrameLog {
     pub action: String,
 }
 
+/// The [`FrameLog::kind`] of an entry that is an event of the scene, not a frame.
+pub const EVENT: &str = "event";
+
 impl FrameLog {
-    /// Whether the attacker did something other than forwarding.
+    /// Whether the attacker did something to this frame other than forwarding it.
     pub fn tampered(&self) -> bool {
-        self.action != "forwarded"
+        self.action != "forwarded" && !self.is_event()
+    }
+
+    /// Whether this entry is an event of the scene (a cut connection, a killed relay, a stolen
+    /// profile; the text is in [`FrameLog::action`]) rather than a frame.
+    pub fn is_event(&self) -> bool {
+        self.kind == EVENT
     }
 }
 
@@ -292,7 +301,38 @@ impl Proxy {
                 n += 1;
             }
         }
+        drop(conns);
+        if n > 0 {
+            self.note(
+                Some(*who),
+                "the attacker cuts the connection (no WebSocket close)",
+            );
+        }
         n
+    }
+
+    /// Writes an event of the scene into the log (a cut connection, a killed relay, a stolen
+    /// profile), so that the report's sequence diagram shows it where it happened. `who` is the
+    /// client it concerns, if any.
+    pub fn note(&self, who: Option<IdentityKey>, text: &str) {
+        let entry = FrameLog {
+            t_ms: self.shared.start.elapsed().as_millis() as u64,
+            unix_ms: unix_ms(),
+            conn: 0,
+            who,
+            dir: Dir::ToRelay,
+            kind: EVENT,
+            len: 0,
+            peer: None,
+            message_id: None,
+            body: None,
+            recipients: Vec::new(),
+            payload: Vec::new(),
+            action: text.to_owned(),
+        };
+        if let Ok(mut l) = self.shared.log.lock() {
+            l.push(entry);
+        }
     }
 
     /// Sends `payload` as a frame on the newest open connection of `who`, towards the relay or

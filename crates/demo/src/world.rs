@@ -164,6 +164,8 @@ impl World {
     pub fn kill_relay(&mut self) {
         if let Some(r) = self.relay.take() {
             r.kill();
+            self.proxy
+                .note(None, "the relay is killed (runtime dropped, no shutdown)");
         }
     }
 
@@ -173,6 +175,8 @@ impl World {
         let addr = r.addr();
         self.proxy.set_upstream(addr);
         self.relay = Some(r);
+        self.proxy
+            .note(None, "the relay restarts on the same SQLite file");
         Ok(addr)
     }
 }

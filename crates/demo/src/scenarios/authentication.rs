@@ -147,7 +147,7 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
         .find(|m| m.id == id);
     let desc = m
         .as_ref()
-        .map(|m| format!("{:?}: {}", m.state, m.error.clone().unwrap_or_default()))
+        .map(crate::describe)
         .unwrap_or_else(|| "missing".into());
     let n_sub = substituted.lock().map(|n| *n).unwrap_or(0);
     let sends_from_carol = w
@@ -168,6 +168,7 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
 
     // C. Full man in the middle: invites swapped at first contact, Mallory's real bundle.
     ctx.say("      full MITM: Carol and Dave received Mallory's invites instead of each other's");
+    ctx.say("      (their safety numbers then share Mallory's half: compare all 12 groups)");
     let mallory_invite = mallory.invite()?;
     carol.add_contact("dave", &mallory_invite)?;
     dave.add_contact("carol", &mallory_invite)?;
@@ -199,9 +200,28 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
         "MITM: Dave's number for carol".into(),
         sn_dc.grouped(),
     ]);
+    // Each half of a safety number is one party's fingerprint (the smaller first): both numbers
+    // contain Mallory's half, so they partly match, in the same or in different groups.
+    let halves = |d: &str| [d[..30].to_owned(), d[30..].to_owned()];
+    let (hc, hd) = (halves(sn_cd.digits()), halves(sn_dc.digits()));
+    let groups = |i: usize| if i == 0 { "groups 1-6" } else { "groups 7-12" };
+    let shared: Vec<String> = (0..2)
+        .flat_map(|i| (0..2).map(move |j| (i, j)))
+        .filter(|&(i, j)| hc[i] == hd[j])
+        .map(|(i, j)| {
+            format!(
+                "{} of Carol's number are {} of Dave's",
+                groups(i),
+                groups(j)
+            )
+        })
+        .collect();
     o.check(
-        sn_cd.digits() != sn_dc.digits(),
-        "under the MITM Carol's and Dave's safety numbers differ",
+        sn_cd.digits() != sn_dc.digits() && shared.len() == 1,
+        format!(
+            "under the MITM Carol's and Dave's safety numbers differ, yet half of them is the same: {} (Mallory's fingerprint, the key each of them was given), so compare all 12 groups",
+            shared.join("; ")
+        ),
     );
     let refused = matches!(
         carol.verify("dave", Some(sn_dc.digits())),
@@ -225,13 +245,25 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
     );
     o.check(
         outcome == AddOutcome::KeyChanged { blocked: true } && blocked,
-        format!("verified contact with a new key: {outcome:?}, and Alice's client refuses to send to bob"),
+        format!(
+            "verified contact with a new key: {}, and Alice's client refuses to send to bob",
+            match outcome {
+                AddOutcome::KeyChanged { blocked: true } =>
+                    "the key change is recorded and sending is blocked until bob is verified again",
+                AddOutcome::KeyChanged { blocked: false } =>
+                    "the key was replaced WITHOUT blocking",
+                _ => "the new key was NOT recognised as a key change",
+            }
+        ),
     );
     o.evidence.push(Evidence::Table {
         caption: "Safety numbers (60 digits) each side computed".into(),
         header: vec!["who".into(), "safety number".into()],
         rows: table,
     });
+    o.evidence.push(Evidence::Text(
+        "Compare all 12 groups. A safety number is the two parties' 30-digit fingerprints side by side, the smaller first: groups 1-6 are one person's key, groups 7-12 the other's. A man in the middle gives each victim his own key, so each victim's number still contains the attacker's fingerprint in one half: the two numbers share six groups (in the same place or not) and can still be a MITM. `sotto verify` says the same.".into(),
+    ));
     o.pcap = ctx.save_pcap(&w.proxy.capture(), "authentication.pcap")?;
     o.log = w.proxy.log();
     Ok(o)

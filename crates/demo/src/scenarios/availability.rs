@@ -63,7 +63,10 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
     drop(bob);
     o.check(
         cut >= 1,
-        format!("Bob's connection was cut ({cut} connection)"),
+        format!(
+            "Bob's connection was cut ({})",
+            crate::count(cut, "connection", "connections")
+        ),
     );
     let mut sent = vec!["avail 1: are you online?".to_owned()];
     for i in 2..=6 {
@@ -114,9 +117,13 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
     o.check(
         texts == sent,
         format!(
-            "after reconnecting Bob has {}/6 messages, in order: {}",
+            "after reconnecting Bob has {}/6 messages, {}",
             texts.len(),
-            texts == sent
+            if texts == sent {
+                "in the order sent"
+            } else {
+                "NOT all, or not in the order sent"
+            }
         ),
     );
 
@@ -152,9 +159,13 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
     o.check(
         texts == sent,
         format!(
-            "after the restart Bob has {}/9 messages, in order: {}",
+            "after the restart Bob has {}/9 messages, {}",
             texts.len(),
-            texts == sent
+            if texts == sent {
+                "in the order sent"
+            } else {
+                "NOT all, or not in the order sent"
+            }
         ),
     );
     sync(&mut alice).await?;

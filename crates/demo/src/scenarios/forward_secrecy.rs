@@ -78,6 +78,10 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
         "      the attacker steals Bob's profile and passphrase; {} recorded ciphertexts to Bob",
         recorded.len()
     ));
+    w.proxy.note(
+        Some(b_key),
+        "the attacker steals the profile and its passphrase",
+    );
     let mut thief = Thief::steal(&bob_dir, PASSPHRASE)?;
     let sessions = thief.session_count();
     let after = recorded
@@ -87,7 +91,8 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
     o.check(
         after == 0 && !recorded.is_empty(),
         format!(
-            "with Bob's stolen current state ({sessions} session(s), identity and prekeys) the attacker decrypts {after} of {} recorded messages",
+            "with Bob's stolen current state ({}, identity and prekeys) the attacker decrypts {after} of {} recorded messages",
+            crate::count(sessions, "session", "sessions"),
             recorded.len()
         ),
     );

@@ -78,7 +78,9 @@ fn read(c: &Client, id: &str) -> Result<Result<String, String>, Error> {
     Ok(match m {
         Some(m) => match m.text {
             Some(t) => Ok(t),
-            None => Err(m.error.unwrap_or_else(|| format!("{:?}", m.state))),
+            None => Err(m
+                .error
+                .unwrap_or_else(|| crate::state_word(m.state).to_owned())),
         },
         None => Err("not in the history".into()),
     })
@@ -233,6 +235,8 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
 
     // 2. Carol is removed.
     ctx.say("      the thief copies Carol's group state; Alice then removes Carol");
+    w.proxy
+        .note(Some(c_key), "the thief copies the group state");
     let mut carol_thief = GroupThief::steal(&w.profile_dir("carol"), PASSPHRASE, GROUP)?;
     let t2 = "groups 2: last message Carol may read";
     let m2 = compose(&mut alice, t2)?;
@@ -306,6 +310,8 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
     );
     let log = w.proxy.log();
     let earlier = [(&m1, t1), (&m2, t2), (&m3, t3)];
+    w.proxy
+        .note(Some(d_key), "the thief copies the group state");
     let mut dave_thief = GroupThief::steal(&w.profile_dir("dave"), PASSPHRASE, GROUP)?;
     let mut stolen_read = 0;
     if let Ok(mut p) = plan.lock() {
@@ -398,6 +404,8 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
 
     // 5. A thief copies Bob's state.
     ctx.say("      the thief copies Bob's group state; Alice sends the next message");
+    w.proxy
+        .note(Some(b_key), "the thief copies the group state");
     let mut bob_thief = GroupThief::steal(&w.profile_dir("bob"), PASSPHRASE, GROUP)?;
     let t6 = "groups 6: the next message after the theft";
     let m6 = compose(&mut alice, t6)?;
@@ -434,7 +442,7 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
         format!("5. after the rotation the thief with Bob's copied state cannot read it ({r7})"),
     );
 
-    // 4, over the whole scene: nobody ever sent Eve anything pairwise, so no sender key.
+    // 6. Over the whole scene: nobody ever sent Eve (part 4) anything pairwise, so no sender key.
     let log = w.proxy.log();
     let pairwise_to = |k: &IdentityKey| {
         log.iter()
@@ -445,7 +453,7 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
     o.check(
         to_eve == 0 && to_dave > 0,
         format!(
-            "4. over the whole scene the members sent Eve {to_eve} pairwise messages (no sender keys), Dave {to_dave} while he was a member"
+            "6. over the whole scene the members sent Eve {to_eve} pairwise messages (no sender keys; the relay added her in part 4), Dave {to_dave} while he was a member"
         ),
     );
 

@@ -176,7 +176,7 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
         "one bit of the signed prekey's signature".into(),
         format!(
             "Alice: {}",
-            m0.map(|m| format!("{:?}: {e0}", m.state))
+            m0.map(|m| crate::describe(&m))
                 .unwrap_or_else(|| "nothing".into())
         ),
     ]);
@@ -255,16 +255,7 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
         let m = state_of(&ids[i]);
         let desc = m
             .as_ref()
-            .map(|m| {
-                format!(
-                    "{:?}{}",
-                    m.state,
-                    m.error
-                        .as_ref()
-                        .map(|e| format!(": {e}"))
-                        .unwrap_or_default()
-                )
-            })
+            .map(crate::describe)
             .unwrap_or_else(|| "missing".into());
         match spot {
             Some(s) => {
@@ -304,7 +295,7 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
     }
     let forged = bob_in.iter().find(|m| m.id == hex::encode(forged_id));
     let fdesc = forged
-        .map(|m| format!("{:?}: {}", m.state, m.error.clone().unwrap_or_default()))
+        .map(crate::describe)
         .unwrap_or_else(|| "missing".into());
     rows.push(vec![
         "forged message (injected → Bob)".into(),

@@ -47,6 +47,10 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
     }
     sync(&mut bob).await?;
     ctx.say("      the attacker copies Alice's profile and passphrase mid-conversation");
+    w.proxy.note(
+        Some(a_key),
+        "the attacker copies the profile and its passphrase",
+    );
     let mut thief = Thief::steal(&w.profile_dir("alice"), PASSPHRASE)?;
     let seen = w.proxy.log().len();
 

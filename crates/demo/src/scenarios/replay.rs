@@ -109,7 +109,7 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
         .count();
     o.check(
         copies == 3,
-        format!("the relay delivered the captured ciphertext to Bob's client {copies} times (1 original + 2 replays)"),
+        format!("the relay delivered the captured ciphertext to Bob's client {} (1 original + 2 replays)", crate::times(copies)),
     );
     let bob_in = inbox(&bob, "alice")?;
     let shown = bob_in
@@ -118,18 +118,19 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
         .count();
     o.check(
         shown == 1,
-        format!("Bob's history shows the request {shown} time(s)"),
+        format!("Bob's history shows the request {}", crate::times(shown)),
     );
     let same_id_entries = bob_in.iter().filter(|m| m.id == id).count();
     o.check(
         same_id_entries == 1,
         format!(
-            "the same-id replay was dropped by message id ({same_id_entries} entry with that id)"
+            "the same-id replay was dropped by message id ({} with that id)",
+            crate::count(same_id_entries, "entry", "entries")
         ),
     );
     let relabelled = bob_in.iter().find(|m| m.id == hex::encode(fresh_id));
     let rdesc = relabelled
-        .map(|m| format!("{:?}: {}", m.state, m.error.clone().unwrap_or_default()))
+        .map(crate::describe)
         .unwrap_or_else(|| "missing".into());
     o.check(
         relabelled.is_some_and(|m| {

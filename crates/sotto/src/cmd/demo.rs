@@ -8,7 +8,9 @@ use clap::Args;
 
 /// Start a relay, Alice, Bob and an attacker proxy between them on loopback (throwaway profiles
 /// in a temporary directory), attack each security property in turn, and report: a table in
-/// the terminal, and report.md, report.html, pcap captures and sequence diagrams in DIR.
+/// the terminal, and report.md, report.html, pcap captures, sequence diagrams, the Wireshark
+/// dissector sotto.lua and SHA256SUMS in DIR. The report names the version and commit, and how to
+/// check every capture (sha256sum, capinfos, tshark with sotto.lua).
 ///
 /// Exits with a non-zero status if any property fails.
 #[derive(Args)]
@@ -46,7 +48,7 @@ pub(crate) fn main(args: DemoArgs) -> anyhow::Result<()> {
     println!();
     print!("{}", sotto_demo::report::summary(&outcomes));
     println!(
-        "  report: {} (and report.md, pcap files, diagrams beside it)",
+        "  report: {} (and report.md, pcap files, diagrams, sotto.lua, SHA256SUMS beside it)",
         args.report.join("report.html").display()
     );
     let failed = outcomes.iter().filter(|o| !o.pass).count();
