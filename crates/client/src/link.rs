@@ -172,10 +172,20 @@ impl Client {
                 return Err(e);
             }
         };
-        let first_use = self.account.trust.relay_id.is_none();
-        if first_use {
+        // Trust on first use: the first connection pins the id, and the first TLS connection
+        // the key (a profile may have met its relay over ws:// on loopback first).
+        let mut pinned = false;
+        if self.account.trust.relay_id.is_none() {
             self.account.trust.relay_id = Some(hex::encode(relay.relay_id().0));
-            self.account.trust.tls_key = relay.tls_key().map(|k| k.to_hex());
+            pinned = true;
+        }
+        if self.account.trust.tls_key.is_none()
+            && let Some(k) = relay.tls_key()
+        {
+            self.account.trust.tls_key = Some(k.to_hex());
+            pinned = true;
+        }
+        if pinned {
             self.save_prekeys_and_account()?;
         }
         let counts = relay.prekey_counts();

@@ -22,8 +22,10 @@ enum Command {
     Bench(cmd::bench::BenchCommand),
     /// Create an identity and an encrypted profile.
     Init(cmd::init::InitArgs),
-    /// Register with a relay and upload prekeys.
+    /// Register with a relay and upload prekeys (pins the relay's id and TLS key).
     Register(cmd::register::RegisterArgs),
+    /// Accept the relay's new id or TLS key after its operator confirmed the change.
+    RelayTrust(cmd::relay_trust::RelayTrustArgs),
     /// Print your invite (string and QR code).
     Invite(cmd::invite::InviteArgs),
     /// Manage contacts (`sotto contact add NAME INVITE`).
@@ -66,6 +68,7 @@ fn run() -> anyhow::Result<()> {
         Command::Bench(args) => cmd::bench::main(args),
         Command::Init(a) => cmd::init::main(a),
         Command::Register(a) => cmd::register::main(a),
+        Command::RelayTrust(a) => cmd::relay_trust::main(a),
         Command::Invite(a) => cmd::invite::main(a),
         Command::Contact(a) => cmd::contact::main(a),
         Command::Contacts(a) => cmd::contacts::main(a),

@@ -479,3 +479,154 @@ fn prekey_drain_by_five_identities_neither_stops_recv_follow_nor_starves_the_vic
     );
     drop(follow);
 }
+
+/// A CA the test makes, issuing relay certificates for 127.0.0.1 with fresh keys.
+struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    fn new() -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "sotto test CA");
+        Self {
+            issuer: rcgen::CertifiedIssuer::self_signed(
+                params,
+                rcgen::KeyPair::generate().unwrap(),
+            )
+            .unwrap(),
+        }
+    }
+    /// Writes the CA certificate, and a relay certificate and key named `name`, to `dir`.
+    fn files(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &self.issuer)
+            .unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, self.issuer.pem()).unwrap();
+        let (c, k) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (ca, c, k)
+    }
+}
+
+/// Over wss:// with a self-hosted CA: register (`--ca-file`), send and receive; the relay's
+/// certificate replaced by one with a new key (valid for the same CA) is refused with a clear
+/// error naming the way out; `sotto relay-trust` accepts it and the conversation continues.
+#[test]
+fn tls_with_a_self_hosted_ca_then_a_changed_relay_key_refused_and_accepted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("relay.db");
+    let ca = TestCa::new();
+    let (ca_file, cert, key) = ca.files(tmp.path(), "one");
+    let port = free_port();
+    let url = format!("wss://127.0.0.1:{port}/");
+    let tls = |c: &Path, k: &Path| {
+        vec![
+            "--tls-cert".to_owned(),
+            c.display().to_string(),
+            "--tls-key".to_owned(),
+            k.display().to_string(),
+        ]
+    };
+    let args = tls(&cert, &key);
+    let relay = Relay::start_with(
+        &db,
+        port,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+
+    let alice = User {
+        dir: tmp.path().join("alice"),
+    };
+    alice.ok(&["init"]);
+    // Without the CA: the certificate is not trusted, and the error says what to do.
+    let err = alice.fails(&["register", "--relay", &url]);
+    assert!(
+        err.contains("--ca-file") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    let out = alice.ok(&[
+        "register",
+        "--relay",
+        &url,
+        "--ca-file",
+        ca_file.to_str().unwrap(),
+    ]);
+    assert!(out.contains("relay TLS key (pinned)"), "{out}");
+    let bob = User {
+        dir: tmp.path().join("bob"),
+    };
+    bob.ok(&["init"]);
+    bob.ok(&[
+        "register",
+        "--relay",
+        &url,
+        "--ca-file",
+        ca_file.to_str().unwrap(),
+    ]);
+    alice.ok(&["contact", "add", "bob", &bob.invite()]);
+    bob.ok(&["contact", "add", "alice", &alice.invite()]);
+    alice.ok(&["send", "bob", "over TLS"]);
+    assert_eq!(texts(&bob.recv()), ["over TLS"]);
+
+    // The relay restarts with a new key (a valid certificate from the same CA).
+    relay.stop();
+    let (_, cert2, key2) = ca.files(tmp.path(), "two");
+    let args = tls(&cert2, &key2);
+    let _relay = Relay::start_with(
+        &db,
+        port,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let err = alice.fails(&["send", "bob", "to a relay with a new key"]);
+    assert!(
+        err.contains("TLS key changed") && err.contains("sotto relay-trust"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // Accepted the documented way; the message queued meanwhile goes out.
+    let out = alice.ok(&["relay-trust"]);
+    assert!(out.contains("TLS key:") && out.contains("pinned"), "{out}");
+    alice.ok(&["send", "bob", "after accepting the new key"]);
+    // Bob accepts it with the other documented way.
+    let err = bob.fails(&["recv"]);
+    assert!(err.contains("TLS key changed"), "{err}");
+    bob.ok(&["register", "--relay", &url, "--accept-new-relay-key"]);
+    assert_eq!(
+        texts(&bob.recv()),
+        ["to a relay with a new key", "after accepting the new key"]
+    );
+}
+
+/// Plain ws:// pins the relay id: a relay re-created with a new store on the same address is
+/// refused, and accepted with `sotto relay-trust`.
+#[test]
+fn a_relay_with_a_new_id_is_refused_until_trusted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("ws://127.0.0.1:{port}/");
+    let relay = Relay::start(&tmp.path().join("one.db"), port);
+    let alice = User::setup(tmp.path(), "alice", &url);
+    let pinned = alice.json(&["relay-trust", "--json"]);
+    relay.stop();
+    let _relay = Relay::start(&tmp.path().join("two.db"), port);
+    let err = alice.fails(&["inbox"]);
+    // `inbox` shows stored messages when the relay fails; a changed id is an error of its own.
+    assert!(err.contains("relay's id changed"), "{err}");
+    let out = alice.json(&["relay-trust", "--json"]);
+    assert_eq!(out["old"]["relay_id"], pinned["new"]["relay_id"]);
+    assert_ne!(out["new"]["relay_id"], out["old"]["relay_id"]);
+    // A new relay knows nothing of her: registering there publishes her prekeys.
+    alice.ok(&["register", "--relay", &url]);
+    alice.ok(&["inbox"]);
+}

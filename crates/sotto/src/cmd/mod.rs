@@ -13,5 +13,6 @@ pub(crate) mod profile;
 pub(crate) mod recv;
 pub(crate) mod register;
 pub(crate) mod relay;
+pub(crate) mod relay_trust;
 pub(crate) mod send;
 pub(crate) mod verify;
