@@ -39,9 +39,25 @@ pub struct RelayConfig {
     pub identity_fetches_burst: u32,
     /// Sends a connection may have waiting for the store before the relay stops reading from it.
     pub max_inflight_sends: usize,
-    /// Deliveries queued for a connection before the relay stops queuing and re-reads the store
-    /// once the connection catches up.
-    pub delivery_queue: usize,
+    /// Body bytes of one connection's sends waiting for the store before the relay stops reading
+    /// from it (at least one maximal body).
+    pub max_inflight_send_bytes: usize,
+    /// Body bytes of all connections' sends waiting for the store before readers wait.
+    pub send_memory: usize,
+    /// Body bytes queued for one connection before the relay stops queuing and re-reads the
+    /// store once the connection catches up (one message is always queued).
+    pub delivery_queue_bytes: usize,
+    /// Body bytes all connections together may hold for delivery (queued pushes, pages read
+    /// back from the store, frames being written); over it pushes fall back to the store and
+    /// writers wait.
+    pub delivery_memory: usize,
+    /// Deliveries a connection may have unacknowledged before the relay waits for an `Ack`.
+    pub delivery_window: usize,
+    /// Body bytes a connection may have unacknowledged before the relay waits for an `Ack`
+    /// (one delivery is always allowed).
+    pub delivery_window_bytes: usize,
+    /// A connection whose socket accepts no bytes for this long is closed.
+    pub write_timeout: Duration,
     /// WebSocket read buffer per connection (tungstenite's default of 128 KiB costs about
     /// 140 KB per idle connection).
     pub read_buffer_size: usize,
@@ -71,7 +87,13 @@ impl Default for RelayConfig {
             identity_fetches_per_sec: 20,
             identity_fetches_burst: 200,
             max_inflight_sends: 256,
-            delivery_queue: 512,
+            max_inflight_send_bytes: 512 * 1024,
+            send_memory: 64 * 1024 * 1024,
+            delivery_queue_bytes: 256 * 1024,
+            delivery_memory: 32 * 1024 * 1024,
+            delivery_window: 256,
+            delivery_window_bytes: 1024 * 1024,
+            write_timeout: Duration::from_secs(30),
             read_buffer_size: 4096,
             expiry_interval: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),

@@ -58,6 +58,14 @@ pub struct Metrics {
     pub delivery_queue_overflows: Counter,
     /// Sends waiting for the next durable batch.
     pub send_queue_depth: Gauge,
+    /// Connections closed because their socket accepted no bytes within the write deadline.
+    pub write_timeouts: Counter,
+    /// Acknowledged ids that named no delivery outstanding on their connection (ignored).
+    pub ack_ids_ignored: Counter,
+    /// Body bytes held for delivery (the relay-wide delivery memory in use).
+    pub delivery_memory_bytes: Gauge,
+    /// Body bytes of sends waiting for the store.
+    pub send_memory_bytes: Gauge,
     /// Messages per durable batch.
     pub store_batch_size: Histogram,
     /// Latency of store operations, in seconds.
@@ -91,6 +99,10 @@ impl Metrics {
             messages_expired: Counter::default(),
             delivery_queue_overflows: Counter::default(),
             send_queue_depth: Gauge::default(),
+            write_timeouts: Counter::default(),
+            ack_ids_ignored: Counter::default(),
+            delivery_memory_bytes: Gauge::default(),
+            send_memory_bytes: Gauge::default(),
             store_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             store_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             registry: Registry::default(),
@@ -150,6 +162,26 @@ impl Metrics {
             "send_queue_depth",
             "Sends waiting for the next durable batch",
             m.send_queue_depth.clone(),
+        );
+        registry.register(
+            "write_timeouts",
+            "Connections closed after their socket accepted no bytes within the write deadline",
+            m.write_timeouts.clone(),
+        );
+        registry.register(
+            "ack_ids_ignored",
+            "Acknowledged ids that named no delivery outstanding on their connection",
+            m.ack_ids_ignored.clone(),
+        );
+        registry.register(
+            "delivery_memory_bytes",
+            "Body bytes held for delivery (queued pushes, store pages, frames being written)",
+            m.delivery_memory_bytes.clone(),
+        );
+        registry.register(
+            "send_memory_bytes",
+            "Body bytes of sends waiting for the store",
+            m.send_memory_bytes.clone(),
         );
         registry.register(
             "store_batch_messages",

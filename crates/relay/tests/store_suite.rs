@@ -17,6 +17,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use sotto_protocol::{IdentityKey, IdentityKeyPair};
 use sotto_relay::store::sqlite::Durability;
 use sotto_relay::store::{
@@ -48,7 +49,7 @@ fn msg(to: u8, from: u8, n: u32, len: usize) -> NewMessage {
         recipient: key(to),
         sender: key(from),
         message_id: mid(n),
-        body: vec![(n % 251) as u8; len],
+        body: vec![(n % 251) as u8; len].into(),
     }
 }
 
@@ -310,36 +311,76 @@ async fn enqueue_pending_ack(be: &impl Backend) {
         (key(2), key(3), mid(3), NOW)
     );
 
-    let got = s.pending(key(2), 0, NOW, 10).await.unwrap();
+    let got = s.pending(key(2), 0, NOW, 10, usize::MAX).await.unwrap();
     assert_eq!(
         got.iter()
             .map(|m| (m.delivery_id, m.sender, m.message_id, m.body.clone()))
             .collect::<Vec<_>>(),
         vec![
-            (a, key(1), mid(1), vec![1; 10]),
-            (b, key(3), mid(3), vec![3; 20])
+            (a, key(1), mid(1), Bytes::from(vec![1; 10])),
+            (b, key(3), mid(3), Bytes::from(vec![3; 20]))
         ]
     );
     assert_eq!(got[0].timestamp_ms, NOW);
-    assert_eq!(s.pending(key(2), a, NOW, 10).await.unwrap().len(), 1);
-    assert_eq!(s.pending(key(2), 0, NOW, 1).await.unwrap().len(), 1);
-    assert!(s.pending(key(1), 0, NOW, 10).await.unwrap().is_empty());
+    assert_eq!(
+        s.pending(key(2), a, NOW, 10, usize::MAX)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.pending(key(2), 0, NOW, 1, usize::MAX)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        s.pending(key(1), 0, NOW, 10, usize::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Another identity cannot delete bob's messages.
     assert_eq!(s.ack(key(3), vec![a, b]).await.unwrap(), 0);
     assert_eq!(s.ack(key(2), vec![a, a, 12345]).await.unwrap(), 1);
     assert_eq!(s.ack(key(2), vec![a]).await.unwrap(), 0, "acking twice");
-    let left = s.pending(key(2), 0, NOW, 10).await.unwrap();
+    let left = s.pending(key(2), 0, NOW, 10, usize::MAX).await.unwrap();
     assert_eq!(left.iter().map(|m| m.delivery_id).collect::<Vec<_>>(), [b]);
     // Durable: another handle (a reopen, or another relay process) sees the same mailbox.
     let again = be
         .another(&s)
         .await
-        .pending(key(2), 0, NOW, 10)
+        .pending(key(2), 0, NOW, 10, usize::MAX)
         .await
         .unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].body, vec![3; 20]);
+    // Pages are cut by bytes too: at least one message, ending at the one that reaches the cap.
+    s.enqueue(
+        vec![msg(2, 1, 4, 100), msg(2, 1, 5, 100), msg(2, 1, 6, 100)],
+        policy(),
+    )
+    .await
+    .unwrap();
+    let sizes = |p: Vec<sotto_relay::store::StoredMessage>| -> Vec<usize> {
+        p.iter().map(|m| m.body.len()).collect()
+    };
+    assert_eq!(sizes(s.pending(key(2), 0, NOW, 10, 1).await.unwrap()), [20]);
+    assert_eq!(
+        sizes(s.pending(key(2), 0, NOW, 10, 21).await.unwrap()),
+        [20, 100]
+    );
+    assert_eq!(
+        sizes(s.pending(key(2), 0, NOW, 10, 120).await.unwrap()),
+        [20, 100]
+    );
+    assert_eq!(
+        sizes(s.pending(key(2), 0, NOW, 10, 121).await.unwrap()),
+        [20, 100, 100]
+    );
 }
 
 async fn delivery_ids_are_never_reused(be: &impl Backend) {
@@ -394,7 +435,7 @@ async fn quotas(be: &impl Backend) {
         "quotas are per recipient"
     );
     // Acknowledging frees the quota.
-    let first = s.pending(key(2), 0, NOW, 1).await.unwrap()[0].delivery_id;
+    let first = s.pending(key(2), 0, NOW, 1, usize::MAX).await.unwrap()[0].delivery_id;
     assert_eq!(s.ack(key(2), vec![first]).await.unwrap(), 1);
     let out = s.enqueue(vec![msg(2, 1, 10, 10)], p).await.unwrap();
     assert!(matches!(out[0], EnqueueOutcome::Stored(_)));
@@ -438,7 +479,7 @@ async fn ttl_expiry(be: &impl Backend) {
     .unwrap();
     // Expired messages are not delivered even before expiry runs.
     let at = NOW + 1200;
-    let got = s.pending(key(2), 0, at, 10).await.unwrap();
+    let got = s.pending(key(2), 0, at, 10, usize::MAX).await.unwrap();
     assert_eq!(
         got.iter().map(|m| m.message_id).collect::<Vec<_>>(),
         [mid(3)]
@@ -459,7 +500,13 @@ async fn ttl_expiry(be: &impl Backend) {
         .unwrap();
     assert!(matches!(out[0], EnqueueOutcome::Stored(_)));
     assert!(matches!(out[1], EnqueueOutcome::QuotaFull));
-    assert_eq!(s.pending(key(2), 0, at, 10).await.unwrap().len(), 2);
+    assert_eq!(
+        s.pending(key(2), 0, at, 10, usize::MAX)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 async fn prekeys(be: &impl Backend) {
@@ -650,7 +697,10 @@ async fn concurrent_enqueues_keep_per_recipient_order(be: &impl Backend) {
         let mut got = Vec::new();
         let mut after = 0;
         loop {
-            let page = handles[1].pending(key(r), after, NOW, 7).await.unwrap();
+            let page = handles[1]
+                .pending(key(r), after, NOW, 7, usize::MAX)
+                .await
+                .unwrap();
             let Some(last) = page.last() else { break };
             after = last.delivery_id;
             got.extend(page.iter().map(|m| (m.delivery_id, m.message_id)));
@@ -665,25 +715,30 @@ async fn concurrent_enqueues_keep_per_recipient_order(be: &impl Backend) {
 async fn multi_recipient_enqueue(be: &impl Backend) {
     let s = be.open().await;
     register(&s, &[1, 2, 3]).await;
-    let out = s
-        .enqueue_multi(
-            key(1),
-            vec![key(2), key(99), key(3)],
-            mid(7),
-            b"group".to_vec(),
-            policy(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(out.len(), 3);
-    assert!(matches!(out[1], EnqueueOutcome::UnknownRecipient));
+    // A fan-out is a run of entries sharing one body, in one batch with other sends.
+    let body = Bytes::from_static(b"group");
+    let fan_out = [2, 99, 3].map(|r| NewMessage {
+        recipient: key(r),
+        sender: key(1),
+        message_id: mid(7),
+        body: body.clone(),
+    });
+    let mut batch = vec![msg(2, 1, 6, 4)];
+    batch.extend(fan_out);
+    batch.push(msg(2, 1, 8, 4));
+    let out = s.enqueue(batch, policy()).await.unwrap();
+    assert_eq!(out.len(), 5);
+    assert!(matches!(out[2], EnqueueOutcome::UnknownRecipient));
+    let got = s.pending(key(2), 0, NOW, 10, usize::MAX).await.unwrap();
+    assert_eq!(
+        got.iter().map(|m| m.message_id).collect::<Vec<_>>(),
+        [mid(6), mid(7), mid(8)],
+        "stored in batch order"
+    );
     for r in [2, 3] {
-        let got = s.pending(key(r), 0, NOW, 10).await.unwrap();
-        assert_eq!(got.len(), 1);
-        assert_eq!(
-            (got[0].sender, got[0].message_id, got[0].body.as_slice()),
-            (key(1), mid(7), &b"group"[..])
-        );
+        let got = s.pending(key(r), 0, NOW, 10, usize::MAX).await.unwrap();
+        let m = got.iter().find(|m| m.message_id == mid(7)).unwrap();
+        assert_eq!((m.sender, &m.body[..]), (key(1), &b"group"[..]));
     }
 }
 
@@ -824,5 +879,105 @@ mod postgres_only {
             Some(RemoteEvent::NewMessages(key(2))),
             "announced again after the reconnection"
         );
+    }
+}
+
+/// SQLite only: the schema versions and their migrations.
+mod sqlite_only {
+    use super::*;
+    use sotto_relay::store::StoreError;
+    use sotto_relay::store::sqlite::{MIGRATIONS, SCHEMA_VERSION};
+
+    /// A store as the first release wrote it: relay-wide delivery ids, the last one in `meta`.
+    fn version_1_store(path: &std::path::Path) {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.execute_batch(MIGRATIONS[0].1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', 1);
+             INSERT INTO meta (key, value) VALUES ('relay_id', x'0707070707070707070707070707070707070707070707070707070707070707');
+             INSERT INTO meta (key, value) VALUES ('last_delivery_id', 41);",
+        )
+        .unwrap();
+        for seed in [1u8, 2, 3] {
+            conn.execute(
+                "INSERT INTO identities (key, registered_ms) VALUES (?1, 0)",
+                [&key(seed).as_bytes()[..]],
+            )
+            .unwrap();
+        }
+        // Bob's mailbox holds 12 and 40; 41 (carol's) was acknowledged.
+        for (id, to) in [(12i64, 2u8), (40, 2)] {
+            conn.execute(
+                "INSERT INTO messages (id, recipient, sender, msg_id, ts, expires, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                rusqlite::params![
+                    id,
+                    &key(to).as_bytes()[..],
+                    &key(1).as_bytes()[..],
+                    &mid(id as u32).0[..],
+                    NOW as i64,
+                    (NOW + 60_000) as i64,
+                    &b"old"[..]
+                ],
+            )
+            .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_version_1_store_is_migrated_keeping_its_messages_and_never_reusing_an_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        version_1_store(&path);
+        let s = SqliteStore::open(&path, Durability::Normal).unwrap();
+        assert_eq!(s.relay_id().0, [7; 32], "relay id kept");
+        let old = s.pending(key(2), 0, NOW, 10, usize::MAX).await.unwrap();
+        assert_eq!(
+            old.iter()
+                .map(|m| (m.delivery_id, m.message_id))
+                .collect::<Vec<_>>(),
+            [(12, mid(12)), (40, mid(40))]
+        );
+        // Every mailbox continues above the old relay-wide counter.
+        for to in [2u8, 3] {
+            let out = s.enqueue(vec![msg(to, 1, 100, 4)], policy()).await.unwrap();
+            assert_eq!(stored_id(&out[0]), 42, "mailbox {to}");
+        }
+        drop(s);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let v: i64 = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    #[tokio::test]
+    async fn a_newer_or_foreign_database_is_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let newer = dir.path().join("newer.db");
+        version_1_store(&newer);
+        rusqlite::Connection::open(&newer)
+            .unwrap()
+            .execute_batch("UPDATE meta SET value = 99 WHERE key = 'schema_version'")
+            .unwrap();
+        let err = SqliteStore::open(&newer, Durability::Normal).err().unwrap();
+        assert!(matches!(err, StoreError::Schema { found: 99, .. }), "{err}");
+        assert!(err.to_string().contains("upgrade sotto"), "{err}");
+
+        let foreign = dir.path().join("customers.db");
+        let conn = rusqlite::Connection::open(&foreign).unwrap();
+        conn.execute_batch("CREATE TABLE customers (name TEXT)")
+            .unwrap();
+        drop(conn);
+        assert!(SqliteStore::open(&foreign, Durability::Normal).is_err());
+        let conn = rusqlite::Connection::open(&foreign).unwrap();
+        let tables: i64 = conn
+            .query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tables, 1, "no sotto table was added to a foreign database");
     }
 }

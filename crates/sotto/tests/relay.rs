@@ -150,7 +150,7 @@ async fn sigkill_and_restart_loses_no_accepted_message() {
     relay.kill9();
     let relay = RelayProc::start(&db, &[]);
     let mut bob = connect(&relay.url, 2).await;
-    let got: Vec<_> = drain(&mut bob)
+    let got: Vec<_> = drain_acking(&mut bob)
         .await
         .into_iter()
         .map(|d| d.message_id)

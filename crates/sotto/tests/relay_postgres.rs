@@ -11,24 +11,20 @@
     reason = "integration test helpers"
 )]
 
+mod support;
+
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use sotto_protocol::IdentityKeyPair;
-use sotto_transport::{ClientSocket, RelayClient};
+use sotto_transport::ClientSocket;
 use sotto_wire::*;
+use support::{RelayProc, connect, drain, drain_acking, kp, mid, next_delivery, say};
 use tokio_tungstenite::tungstenite::Message;
 
 const ENV: &str = "SOTTO_TEST_POSTGRES_URL";
 const T: Duration = Duration::from_secs(20);
-
-fn say(line: &str) {
-    // Past the harness's capture, so it shows in `cargo test` output.
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
 
 /// A fresh schema on the test database, dropped when this is dropped.
 struct Db {
@@ -96,54 +92,9 @@ impl Drop for Db {
     }
 }
 
-struct RelayProc {
-    child: Child,
-    url: String,
-}
-
-impl RelayProc {
-    fn start(db: &Db) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sotto"))
-            .args(["relay", "--listen", "127.0.0.1:0", "--pg-pool", "4"])
-            .args(["--store", &db.url])
-            .env("SOTTO_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line.trim().rsplit(' ').next().unwrap().to_owned();
-        assert!(
-            url.starts_with("ws://127.0.0.1:"),
-            "unexpected banner {line:?}"
-        );
-        Self { child, url }
-    }
-
-    fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for RelayProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn kp(seed: u8) -> IdentityKeyPair {
-    IdentityKeyPair::from_seed(&[seed; 32])
-}
-
-fn mid(n: u32) -> MessageId {
-    let mut id = [0u8; 16];
-    id[..4].copy_from_slice(&n.to_be_bytes());
-    MessageId(id)
+/// A relay process on the test schema.
+fn start(db: &Db) -> RelayProc {
+    RelayProc::start_store(&db.url, &["--pg-pool", "4"])
 }
 
 fn record(id: u32, len: usize) -> PrekeyRecord {
@@ -153,43 +104,13 @@ fn record(id: u32, len: usize) -> PrekeyRecord {
     }
 }
 
-async fn connect(url: &str, seed: u8) -> RelayClient {
-    tokio::time::timeout(T, RelayClient::connect(url, &kp(seed), None))
-        .await
-        .unwrap()
-        .unwrap()
-}
-
-/// Reads frames until `Drained`, returning the deliveries before it.
-async fn drain(c: &mut RelayClient) -> Vec<DeliverIn> {
-    let mut out = Vec::new();
-    loop {
-        match tokio::time::timeout(T, c.recv_frame())
-            .await
-            .unwrap()
-            .unwrap()
-        {
-            RelayFrame::Drained => return out,
-            RelayFrame::Deliver(d) => out.push(d),
-            _ => {}
-        }
-    }
-}
-
-async fn next_delivery(c: &mut RelayClient) -> DeliverIn {
-    tokio::time::timeout(T, c.next_delivery())
-        .await
-        .expect("no live delivery in time")
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_delivery_and_acks_across_relays() {
     let Some(db) = Db::create("live_delivery_and_acks_across_relays").await else {
         return;
     };
-    let a = RelayProc::start(&db);
-    let b = RelayProc::start(&db);
+    let a = start(&db);
+    let b = start(&db);
     let mut alice = connect(&a.url, 1).await;
     let mut bob = connect(&b.url, 2).await;
     drain(&mut alice).await;
@@ -256,8 +177,8 @@ async fn offline_delivery_across_relays() {
     let Some(db) = Db::create("offline_delivery_across_relays").await else {
         return;
     };
-    let a = RelayProc::start(&db);
-    let b = RelayProc::start(&db);
+    let a = start(&db);
+    let b = start(&db);
     connect(&a.url, 2).await.close().await; // bob registers on A, goes offline
     let mut alice = connect(&b.url, 1).await;
     for i in 0..5 {
@@ -292,7 +213,7 @@ async fn one_time_prekeys_are_handed_out_once_across_relays() {
     let Some(db) = Db::create("one_time_prekeys_are_handed_out_once_across_relays").await else {
         return;
     };
-    let relays = [RelayProc::start(&db), RelayProc::start(&db)];
+    let relays = [start(&db), start(&db)];
     let mut bob = connect(&relays[0].url, 2).await;
     drain(&mut bob).await;
     let n = 60u32;
@@ -389,8 +310,8 @@ async fn sigkill_of_one_relay_under_load_loses_no_accepted_message() {
     else {
         return;
     };
-    let mut a = RelayProc::start(&db);
-    let b = RelayProc::start(&db);
+    let mut a = start(&db);
+    let b = start(&db);
     let bob = kp(2);
     connect(&a.url, 2).await.close().await;
     // Alice sends through B (survives), Carol through A (killed), both to Bob on A.
@@ -432,7 +353,7 @@ async fn sigkill_of_one_relay_under_load_loses_no_accepted_message() {
     // yet delivered and acknowledged, and nothing is lost.
     let mut bob_b = connect(&b.url, 2).await;
     let mut got: HashSet<MessageId> = received.iter().copied().collect();
-    for d in drain(&mut bob_b).await {
+    for d in drain_acking(&mut bob_b).await {
         got.insert(d.message_id);
     }
     let mut expected: Vec<MessageId> = alice_accepted;
@@ -442,6 +363,7 @@ async fn sigkill_of_one_relay_under_load_loses_no_accepted_message() {
     while expected.iter().any(|id| !got.contains(id)) && tokio::time::Instant::now() < deadline {
         if let Ok(Ok(d)) = tokio::time::timeout(Duration::from_secs(2), bob_b.next_delivery()).await
         {
+            bob_b.ack(vec![d.delivery_id]).await.unwrap();
             got.insert(d.message_id);
         }
     }
@@ -454,8 +376,8 @@ async fn group_fan_out_reaches_members_on_both_relays() {
     let Some(db) = Db::create("group_fan_out_reaches_members_on_both_relays").await else {
         return;
     };
-    let a = RelayProc::start(&db);
-    let b = RelayProc::start(&db);
+    let a = start(&db);
+    let b = start(&db);
     let mut alice = connect(&a.url, 1).await;
     let mut bob = connect(&b.url, 2).await; // live on the other relay
     let mut carol = connect(&a.url, 3).await; // live on the same relay

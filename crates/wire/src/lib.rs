@@ -733,6 +733,24 @@ impl ClientFrame {
     }
 }
 
+/// Encodes a `Deliver` frame (`0x04`) from its parts, so a relay can write a stored body without
+/// first copying it into a [`DeliverIn`]. The same bytes as `RelayFrame::Deliver(..).encode()`.
+pub fn encode_deliver(
+    delivery_id: u64,
+    sender: &IdentityKey,
+    message_id: &MessageId,
+    timestamp_ms: u64,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut w = header(0x04, 8 + 32 + 16 + 8 + 4 + body.len());
+    w.put_u64(delivery_id);
+    w.extend_from_slice(sender.as_bytes());
+    w.extend_from_slice(&message_id.0);
+    w.put_u64(timestamp_ms);
+    w.put_var_bytes(body);
+    w
+}
+
 impl RelayFrame {
     /// Encodes the frame.
     pub fn encode(&self) -> Vec<u8> {
@@ -755,15 +773,13 @@ impl RelayFrame {
                 w.extend_from_slice(&id.0);
                 w
             }
-            Self::Deliver(d) => {
-                let mut w = header(0x04, 8 + 32 + 16 + 8 + 4 + d.body.len());
-                w.put_u64(d.delivery_id);
-                w.extend_from_slice(d.sender.as_bytes());
-                w.extend_from_slice(&d.message_id.0);
-                w.put_u64(d.timestamp_ms);
-                w.put_var_bytes(&d.body);
-                w
-            }
+            Self::Deliver(d) => encode_deliver(
+                d.delivery_id,
+                &d.sender,
+                &d.message_id,
+                d.timestamp_ms,
+                &d.body,
+            ),
             Self::Bundle(b) => {
                 let mut w = header(0x05, 64);
                 w.extend_from_slice(b.identity.as_bytes());

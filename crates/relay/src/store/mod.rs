@@ -5,7 +5,8 @@
 //! The relay relies on these guarantees from every backend:
 //!
 //! - [`Store::enqueue`] returns only once the whole batch is durable (committed), and assigns
-//!   delivery ids that increase, per recipient, in commit order.
+//!   delivery ids that increase, per recipient, in commit order (and in batch order within one
+//!   batch: a fan-out is a run of entries sharing one body).
 //! - [`Store::take_bundle`] consumes a one-time prekey atomically: two concurrent calls never
 //!   return the same one.
 //! - Every operation that names an identity acts on that identity's rows only (the caller passes
@@ -16,6 +17,7 @@ pub mod sqlite;
 
 use std::future::Future;
 
+use bytes::Bytes;
 use sotto_protocol::IdentityKey;
 use sotto_wire::{BundleIn, MessageId, PrekeyCounts, RelayId, UploadPrekeysOut};
 use thiserror::Error;
@@ -33,9 +35,19 @@ pub enum StoreError {
     /// The store has been shut down.
     #[error("store is closed")]
     Closed,
-    /// The stored data is inconsistent (e.g. an invalid stored key).
+    /// The stored data is inconsistent (e.g. an invalid stored key), or the database is not a
+    /// sotto store.
     #[error("stored data is corrupt: {0}")]
     Corrupt(&'static str),
+    /// The store was made by a newer sotto: its schema version is above the newest this build
+    /// knows.
+    #[error("store schema {found}, this relay supports 1-{supported}: upgrade sotto")]
+    Schema {
+        /// The store's schema version.
+        found: i64,
+        /// The newest version this build can use.
+        supported: i64,
+    },
 }
 
 /// A message to enqueue.
@@ -47,8 +59,8 @@ pub struct NewMessage {
     pub sender: IdentityKey,
     /// The sender's message id.
     pub message_id: MessageId,
-    /// Opaque ciphertext.
-    pub body: Vec<u8>,
+    /// Opaque ciphertext. Shared, not copied, between the entries of one fan-out.
+    pub body: Bytes,
 }
 
 /// A stored message, as delivered.
@@ -64,8 +76,8 @@ pub struct StoredMessage {
     pub message_id: MessageId,
     /// When it was stored, milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
-    /// Opaque ciphertext.
-    pub body: Vec<u8>,
+    /// Opaque ciphertext (shared with the [`NewMessage`] it was stored from).
+    pub body: Bytes,
 }
 
 /// Mailbox limits applied by [`Store::enqueue`].
@@ -175,40 +187,16 @@ pub trait Store: Send + Sync + 'static {
         policy: EnqueuePolicy,
     ) -> impl Future<Output = Result<Vec<EnqueueOutcome>, StoreError>> + Send;
 
-    /// Durably stores one message from `sender` for each of `recipients` (a group fan-out,
-    /// frame `0x47`): one mailbox entry per recipient, all in **one** transaction, in the order
-    /// given, each recipient's mailbox limits applied as in [`Store::enqueue`]. Returns one
-    /// outcome per recipient, in the same order. The caller bounds `recipients` (at most
-    /// `sotto_wire::MAX_MULTI_RECIPIENTS`, no duplicates). A backend may implement it as one
-    /// [`Store::enqueue`] of one [`NewMessage`] per recipient, which is what the default does.
-    fn enqueue_multi(
-        &self,
-        sender: IdentityKey,
-        recipients: Vec<IdentityKey>,
-        message_id: MessageId,
-        body: Vec<u8>,
-        policy: EnqueuePolicy,
-    ) -> impl Future<Output = Result<Vec<EnqueueOutcome>, StoreError>> + Send {
-        let messages = recipients
-            .into_iter()
-            .map(|recipient| NewMessage {
-                recipient,
-                sender,
-                message_id,
-                body: body.clone(),
-            })
-            .collect();
-        self.enqueue(messages, policy)
-    }
-
     /// Up to `limit` unexpired messages for `recipient` with a delivery id above `after`, in
-    /// delivery-id order.
+    /// delivery-id order, stopping after the message that brings their body bytes to `max_bytes`
+    /// or more (so a page holds at least one message, and at most `max_bytes` plus one body).
     fn pending(
         &self,
         recipient: IdentityKey,
         after: u64,
         now_ms: u64,
         limit: u32,
+        max_bytes: usize,
     ) -> impl Future<Output = Result<Vec<StoredMessage>, StoreError>> + Send;
 
     /// Deletes the listed messages from `recipient`'s mailbox (ids of other mailboxes are

@@ -24,9 +24,6 @@
 //!   is told to re-read every connected mailbox, so nothing committed while it was not listening is
 //!   left waiting.
 //!
-//! A multi-recipient upload ([`Store::enqueue_multi`]) uses the trait's default, one
-//! [`Store::enqueue`]: one transaction, so all its mailbox entries commit together.
-//!
 //! The schema is created and upgraded by numbered migrations applied at start-up, under an
 //! advisory lock so relays started together do not race. Tables live in the connection's
 //! `search_path` schema (`?options=-csearch_path%3DNAME` in the URL selects another one).
@@ -35,6 +32,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
@@ -576,7 +574,7 @@ impl PostgresStore {
             ids.push(mb.last_id);
             senders.push(&m.sender.as_bytes()[..]);
             msg_ids.push(&m.message_id.0[..]);
-            bodies.push(m.body.as_slice());
+            bodies.push(&m.body[..]);
         }
         if ids.is_empty() {
             return Ok(plan);
@@ -641,12 +639,19 @@ impl PostgresStore {
         after: u64,
         now_ms: u64,
         limit: u32,
+        max_bytes: usize,
     ) -> Result<Vec<StoredMessage>, Failure> {
         let client = self.client().await?;
+        // The page is cut where the bodies before a message reach max_bytes (octet_length reads
+        // a TOASTed body's size without fetching it).
         let stmt = client
             .prepare_cached(
-                "SELECT id, sender, msg_id, ts, body FROM messages
-                 WHERE recipient = $1 AND id > $2 AND expires > $3 ORDER BY id LIMIT $4",
+                "SELECT id, sender, msg_id, ts, body FROM (
+                     SELECT *, (SUM(len) OVER (ORDER BY id))::BIGINT - len AS before FROM (
+                         SELECT id, sender, msg_id, ts, body, octet_length(body)::BIGINT AS len
+                         FROM messages WHERE recipient = $1 AND id > $2 AND expires > $3
+                         ORDER BY id LIMIT $4) page) cut
+                 WHERE before < $5 ORDER BY id",
             )
             .await?;
         let rows = client
@@ -657,6 +662,7 @@ impl PostgresStore {
                     &to_i64(after),
                     &to_i64(now_ms),
                     &i64::from(limit),
+                    &i64::try_from(max_bytes).unwrap_or(i64::MAX).max(1),
                 ],
             )
             .await?;
@@ -735,7 +741,7 @@ fn stored(recipient: IdentityKey, r: &Row) -> Result<StoredMessage, Failure> {
         sender: IdentityKey::from_slice(sender).map_err(|_| corrupt("sender key"))?,
         message_id: MessageId(msg_id.try_into().map_err(|_| corrupt("message id"))?),
         timestamp_ms: to_u64(r.try_get(3)?),
-        body: r.try_get(4)?,
+        body: Bytes::from(r.try_get::<_, Vec<u8>>(4)?),
     })
 }
 
@@ -979,8 +985,9 @@ impl Store for PostgresStore {
         after: u64,
         now_ms: u64,
         limit: u32,
+        max_bytes: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        retrying!(self.pending_once(recipient, after, now_ms, limit))
+        retrying!(self.pending_once(recipient, after, now_ms, limit, max_bytes))
     }
 
     async fn ack(&self, recipient: IdentityKey, delivery_ids: Vec<u64>) -> Result<u64, StoreError> {

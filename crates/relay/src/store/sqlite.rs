@@ -1,22 +1,30 @@
 //! The embedded SQLite store: one file, WAL mode, group commit.
 //!
 //! One dedicated writer thread owns the connection. Every operation is sent to it over a
-//! channel; the thread takes everything that is waiting (up to [`MAX_BATCH_OPS`]), runs it in
-//! one `BEGIN IMMEDIATE` transaction, commits, and only then answers each caller. So a message is
-//! durable before its caller hears "stored", many concurrent writes share one commit (and one
-//! `fsync` with `synchronous=FULL`), and operations are atomic with respect to each other (two
-//! bundle fetches can never take the same one-time prekey). If a transaction fails, every
-//! operation in it gets the error and none of it is applied.
+//! **bounded** channel (a caller waits when it is full: back-pressure, not memory); the thread
+//! takes everything that is waiting (up to [`MAX_BATCH_OPS`]), runs it in one `BEGIN IMMEDIATE`
+//! transaction, commits, and only then answers each caller. So a message is durable before its
+//! caller hears "stored", many concurrent writes share one commit (and one `fsync` with
+//! `synchronous=FULL`), and operations are atomic with respect to each other (two bundle fetches
+//! can never take the same one-time prekey). If a transaction fails, every operation in it gets
+//! the error and none of it is applied. Operations run in arrival order; the relay keeps at most a
+//! few outstanding per connection, so one connection cannot crowd the others out of a batch.
+//!
+//! Delivery ids are per mailbox: `identities.last_delivery_id` is the last id assigned in that
+//! recipient's mailbox, so ids are consecutive per recipient and say nothing about the relay's
+//! total volume. The schema is versioned (`meta.schema_version`) and upgraded by the numbered
+//! [`MIGRATIONS`], checked before anything is written.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::mpsc;
 
+use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use sotto_protocol::IdentityKey;
 use sotto_wire::{BundleIn, MessageId, PrekeyCounts, PrekeyRecord, RelayId, UploadPrekeysOut};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{
     EnqueueOutcome, EnqueuePolicy, NewMessage, Registration, Store, StoreError, StoredMessage,
@@ -25,10 +33,54 @@ use super::{
 
 /// The most operations committed in one transaction.
 pub const MAX_BATCH_OPS: usize = 4096;
+/// Operations waiting for the writer thread before callers wait.
+const QUEUE: usize = 1024;
+/// Expired messages deleted per operation (so expiry never holds the writer for long).
+const EXPIRE_CHUNK: i64 = 5000;
 
 const KIND_X25519: i64 = 0;
 const KIND_KEM: i64 = 1;
-const SCHEMA_VERSION: i64 = 1;
+
+/// The schema migrations, in order; a released one is never edited. A new store runs them all.
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+         CREATE TABLE identities (key BLOB PRIMARY KEY, registered_ms INTEGER NOT NULL) WITHOUT ROWID;
+         CREATE TABLE invites (hash BLOB PRIMARY KEY, expires_ms INTEGER NOT NULL, used_by BLOB) WITHOUT ROWID;
+         CREATE TABLE signed_prekeys (identity BLOB PRIMARY KEY, id INTEGER NOT NULL, blob BLOB NOT NULL) WITHOUT ROWID;
+         CREATE TABLE last_resort_kem (identity BLOB PRIMARY KEY, id INTEGER NOT NULL, blob BLOB NOT NULL) WITHOUT ROWID;
+         CREATE TABLE one_time_prekeys (identity BLOB NOT NULL, kind INTEGER NOT NULL, id INTEGER NOT NULL,
+             blob BLOB NOT NULL, PRIMARY KEY (identity, kind, id)) WITHOUT ROWID;
+         CREATE TABLE messages (id INTEGER PRIMARY KEY, recipient BLOB NOT NULL, sender BLOB NOT NULL,
+             msg_id BLOB NOT NULL, ts INTEGER NOT NULL, expires INTEGER NOT NULL, body BLOB NOT NULL);
+         CREATE INDEX messages_by_recipient ON messages (recipient, id);
+         CREATE INDEX messages_by_expiry ON messages (expires);",
+    ),
+    (
+        // Per-mailbox delivery ids. Every mailbox continues from the old relay-wide counter, so
+        // no id is ever reused in a mailbox.
+        2,
+        "ALTER TABLE identities ADD COLUMN last_delivery_id INTEGER NOT NULL DEFAULT 0;
+         UPDATE identities SET last_delivery_id = MAX(
+             COALESCE((SELECT MAX(id) FROM messages), 0),
+             COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'last_delivery_id'), 0));
+         CREATE TABLE messages_v2 (seq INTEGER PRIMARY KEY, recipient BLOB NOT NULL, id INTEGER NOT NULL,
+             sender BLOB NOT NULL, msg_id BLOB NOT NULL, ts INTEGER NOT NULL, expires INTEGER NOT NULL,
+             body BLOB NOT NULL);
+         INSERT INTO messages_v2 (seq, recipient, id, sender, msg_id, ts, expires, body)
+             SELECT id, recipient, id, sender, msg_id, ts, expires, body FROM messages;
+         DROP TABLE messages;
+         ALTER TABLE messages_v2 RENAME TO messages;
+         CREATE UNIQUE INDEX messages_by_recipient ON messages (recipient, id);
+         CREATE INDEX messages_by_sender ON messages (recipient, sender);
+         CREATE INDEX messages_by_expiry ON messages (expires);
+         DELETE FROM meta WHERE key = 'last_delivery_id';",
+    ),
+];
+
+/// The newest schema version this build knows.
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How hard SQLite pushes commits to disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -80,6 +132,7 @@ enum Op {
         after: u64,
         now_ms: u64,
         limit: u32,
+        max_bytes: usize,
         tx: Reply<Vec<StoredMessage>>,
     },
     Ack {
@@ -133,39 +186,7 @@ impl SqliteStore {
              PRAGMA busy_timeout=5000; PRAGMA cache_size=-16000;"
         ))
         .map_err(db)?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
-             CREATE TABLE IF NOT EXISTS identities (key BLOB PRIMARY KEY, registered_ms INTEGER NOT NULL) WITHOUT ROWID;
-             CREATE TABLE IF NOT EXISTS invites (hash BLOB PRIMARY KEY, expires_ms INTEGER NOT NULL, used_by BLOB) WITHOUT ROWID;
-             CREATE TABLE IF NOT EXISTS signed_prekeys (identity BLOB PRIMARY KEY, id INTEGER NOT NULL, blob BLOB NOT NULL) WITHOUT ROWID;
-             CREATE TABLE IF NOT EXISTS last_resort_kem (identity BLOB PRIMARY KEY, id INTEGER NOT NULL, blob BLOB NOT NULL) WITHOUT ROWID;
-             CREATE TABLE IF NOT EXISTS one_time_prekeys (identity BLOB NOT NULL, kind INTEGER NOT NULL, id INTEGER NOT NULL,
-                 blob BLOB NOT NULL, PRIMARY KEY (identity, kind, id)) WITHOUT ROWID;
-             CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, recipient BLOB NOT NULL, sender BLOB NOT NULL,
-                 msg_id BLOB NOT NULL, ts INTEGER NOT NULL, expires INTEGER NOT NULL, body BLOB NOT NULL);
-             CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages (recipient, id);
-             CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages (expires);",
-        )
-        .map_err(db)?;
-        let version: Option<i64> = conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'schema_version'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db)?;
-        match version {
-            None => {
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
-                    [SCHEMA_VERSION],
-                )
-                .map_err(db)?;
-            }
-            Some(SCHEMA_VERSION) => {}
-            Some(_) => return Err(StoreError::Corrupt("unsupported schema version")),
-        }
+        migrate(&conn)?;
         let relay_id: Option<Vec<u8>> = conn
             .query_row("SELECT value FROM meta WHERE key = 'relay_id'", [], |r| {
                 r.get(0)
@@ -186,51 +207,116 @@ impl SqliteStore {
                 RelayId(id)
             }
         };
-        // Delivery ids are never reused, even after the highest one is deleted.
-        let last_id: i64 = conn
-            .query_row(
-                "SELECT MAX(COALESCE((SELECT MAX(id) FROM messages), 0),
-                            COALESCE((SELECT value FROM meta WHERE key = 'last_delivery_id'), 0))",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(db)?;
-        let (ops, rx) = mpsc::channel();
+        let (ops, mut rx) = mpsc::channel(QUEUE);
         let mut writer = Writer {
             conn,
-            next_id: last_id.saturating_add(1),
-            usage: HashMap::new(),
+            mailboxes: HashMap::new(),
+            dirty: Vec::new(),
         };
         std::thread::Builder::new()
             .name("sotto-sqlite".into())
-            .spawn(move || writer.run(&rx))
+            .spawn(move || writer.run(&mut rx))
             .map_err(|e| StoreError::Database(format!("cannot start writer thread: {e}")))?;
         Ok(Self { ops, relay_id })
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Op) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.ops.send(make(tx)).map_err(|_| StoreError::Closed)?;
+        self.ops
+            .send(make(tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 }
 
-/// Mailbox usage of one recipient, cached by the writer (the only writer).
+/// Brings the schema to [`SCHEMA_VERSION`] (creating it in an empty database), in one
+/// transaction, after checking the version: a newer schema, or a database that is not a sotto
+/// store, is refused before anything is written.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let tables: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    let has_meta: bool = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(db)?
+        > 0;
+    let current: i64 = if tables == 0 {
+        0
+    } else if !has_meta {
+        return Err(StoreError::Corrupt(
+            "the database has tables but is not a sotto relay store",
+        ));
+    } else {
+        conn.query_row(
+            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db)?
+        .ok_or(StoreError::Corrupt("the store has no schema version"))?
+    };
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::Schema {
+            found: current,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if current == SCHEMA_VERSION {
+        return Ok(());
+    }
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
+    let result = (|| {
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+            tracing::info!(version, "applying SQLite schema migration");
+            conn.execute_batch(sql).map_err(db)?;
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?1)",
+                [version],
+            )
+            .map_err(db)?;
+        }
+        conn.execute_batch("COMMIT").map_err(db)
+    })();
+    if result.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    result
+}
+
+/// One recipient's mailbox as the writer (the only writer) knows it: usage and the last delivery
+/// id assigned. Cached; dropped on a failed transaction and recomputed from the tables.
 #[derive(Clone, Copy)]
-struct Usage {
+struct Mailbox {
     count: u64,
     bytes: u64,
+    last_id: i64,
+    /// `last_id` changed in the open transaction: write it back before commit.
+    dirty: bool,
 }
+
+/// The most cached mailboxes before the cache is emptied.
+const MAILBOX_CACHE: usize = 100_000;
 
 struct Writer {
     conn: Connection,
-    next_id: i64,
-    usage: HashMap<[u8; 32], Usage>,
+    mailboxes: HashMap<[u8; 32], Mailbox>,
+    /// Mailboxes whose `last_id` changed in the open transaction.
+    dirty: Vec<[u8; 32]>,
 }
 
 impl Writer {
-    fn run(&mut self, rx: &mpsc::Receiver<Op>) {
-        while let Ok(first) = rx.recv() {
+    fn run(&mut self, rx: &mut mpsc::Receiver<Op>) {
+        while let Some(first) = rx.blocking_recv() {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH_OPS {
                 match rx.try_recv() {
@@ -243,21 +329,13 @@ impl Writer {
     }
 
     fn run_batch(&mut self, batch: Vec<Op>) {
-        let start_id = self.next_id;
         let mut finished: Vec<Done> = Vec::with_capacity(batch.len());
         let result = (|| -> Result<(), StoreError> {
             self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
             for op in batch {
                 finished.push(self.exec(op)?);
             }
-            if self.next_id != start_id {
-                self.conn
-                    .prepare_cached(
-                        "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_delivery_id', ?1)",
-                    )
-                    .and_then(|mut s| s.execute([self.next_id - 1]))
-                    .map_err(db)?;
-            }
+            self.write_back_last_ids()?;
             self.conn.execute_batch("COMMIT").map_err(db)
         })();
         match result {
@@ -265,12 +343,27 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, "store transaction failed; rolled back");
                 let _ = self.conn.execute_batch("ROLLBACK");
-                self.usage.clear();
-                self.next_id = start_id;
+                self.mailboxes.clear();
+                self.dirty.clear();
                 finished.into_iter().for_each(|f| f(Some(&e)));
                 // Operations not reached were dropped; their callers see `Closed`-like errors.
             }
         }
+    }
+
+    /// Stores the last delivery id of every mailbox that received messages in this transaction.
+    fn write_back_last_ids(&mut self) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("UPDATE identities SET last_delivery_id = ?1 WHERE key = ?2")
+            .map_err(db)?;
+        for key in self.dirty.drain(..) {
+            if let Some(mb) = self.mailboxes.get_mut(&key) {
+                stmt.execute(params![mb.last_id, &key[..]]).map_err(db)?;
+                mb.dirty = false;
+            }
+        }
+        Ok(())
     }
 
     /// Runs one operation inside the open transaction. An `Err` aborts the whole batch.
@@ -329,9 +422,10 @@ impl Writer {
                 after,
                 now_ms,
                 limit,
+                max_bytes,
                 tx,
             } => {
-                let r = self.pending(recipient, after, now_ms, limit)?;
+                let r = self.pending(recipient, after, now_ms, limit, max_bytes)?;
                 done(tx, Ok(r))
             }
             Op::Ack { recipient, ids, tx } => {
@@ -339,12 +433,8 @@ impl Writer {
                 done(tx, Ok(r))
             }
             Op::Expire { now_ms, tx } => {
-                let n = self
-                    .conn
-                    .execute("DELETE FROM messages WHERE expires <= ?1", [to_i64(now_ms)])
-                    .map_err(db)?;
-                self.usage.clear();
-                done(tx, Ok(n as u64))
+                let n = self.expire(now_ms)?;
+                done(tx, Ok(n))
             }
         })
     }
@@ -531,27 +621,40 @@ impl Writer {
         )))
     }
 
-    fn usage(&mut self, recipient: &[u8; 32]) -> Result<Option<Usage>, StoreError> {
-        if let Some(u) = self.usage.get(recipient) {
-            return Ok(Some(*u));
+    /// The cached mailbox of `recipient`, loaded from the tables on a miss; `None` if the
+    /// identity is not registered.
+    fn mailbox(&mut self, recipient: &[u8; 32]) -> Result<Option<&mut Mailbox>, StoreError> {
+        if !self.mailboxes.contains_key(recipient) {
+            let Some(last_id) = self
+                .conn
+                .prepare_cached("SELECT last_delivery_id FROM identities WHERE key = ?1")
+                .and_then(|mut s| s.query_row([&recipient[..]], |r| r.get(0)).optional())
+                .map_err(db)?
+            else {
+                return Ok(None);
+            };
+            let (count, bytes): (i64, i64) = self
+                .conn
+                .prepare_cached(
+                    "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM messages WHERE recipient = ?1",
+                )
+                .and_then(|mut s| s.query_row([&recipient[..]], |r| Ok((r.get(0)?, r.get(1)?))))
+                .map_err(db)?;
+            if self.mailboxes.len() >= MAILBOX_CACHE {
+                // Keep the ones with an unwritten id; the rest are reloaded when needed.
+                self.mailboxes.retain(|_, mb| mb.dirty);
+            }
+            self.mailboxes.insert(
+                *recipient,
+                Mailbox {
+                    count: count.max(0) as u64,
+                    bytes: bytes.max(0) as u64,
+                    last_id,
+                    dirty: false,
+                },
+            );
         }
-        if !self.is_registered(recipient)? {
-            return Ok(None);
-        }
-        let (count, bytes): (i64, i64) = self
-            .conn
-            .prepare_cached("SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM messages WHERE recipient = ?1")
-            .and_then(|mut s| s.query_row([&recipient[..]], |r| Ok((r.get(0)?, r.get(1)?))))
-            .map_err(db)?;
-        if self.usage.len() > 100_000 {
-            self.usage.clear();
-        }
-        let u = Usage {
-            count: count.max(0) as u64,
-            bytes: bytes.max(0) as u64,
-        };
-        self.usage.insert(*recipient, u);
-        Ok(Some(u))
+        Ok(self.mailboxes.get_mut(recipient))
     }
 
     fn enqueue(
@@ -563,41 +666,40 @@ impl Writer {
         let expires = to_i64(p.now_ms.saturating_add(p.ttl_ms));
         for m in messages {
             let key = *m.recipient.as_bytes();
-            let Some(u) = self.usage(&key)? else {
+            let len = m.body.len() as u64;
+            let Some(mb) = self.mailbox(&key)? else {
                 out.push(EnqueueOutcome::UnknownRecipient);
                 continue;
             };
-            let len = m.body.len() as u64;
-            if u.count >= p.max_messages || u.bytes.saturating_add(len) > p.max_bytes {
+            if mb.count >= p.max_messages || mb.bytes.saturating_add(len) > p.max_bytes {
                 out.push(EnqueueOutcome::QuotaFull);
                 continue;
             }
-            let id = self.next_id;
+            let id = mb.last_id + 1;
+            mb.last_id = id;
+            mb.count += 1;
+            mb.bytes += len;
+            if !mb.dirty {
+                mb.dirty = true;
+                self.dirty.push(key);
+            }
             self.conn
                 .prepare_cached(
-                    "INSERT INTO messages (id, recipient, sender, msg_id, ts, expires, body)
+                    "INSERT INTO messages (recipient, id, sender, msg_id, ts, expires, body)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
-                        id,
                         &key[..],
+                        id,
                         &m.sender.as_bytes()[..],
                         &m.message_id.0[..],
                         to_i64(p.now_ms),
                         expires,
-                        &m.body
+                        &m.body[..]
                     ])
                 })
                 .map_err(db)?;
-            self.next_id += 1;
-            self.usage.insert(
-                key,
-                Usage {
-                    count: u.count + 1,
-                    bytes: u.bytes + len,
-                },
-            );
             out.push(EnqueueOutcome::Stored(StoredMessage {
                 delivery_id: id as u64,
                 recipient: m.recipient,
@@ -616,6 +718,7 @@ impl Writer {
         after: u64,
         now_ms: u64,
         limit: u32,
+        max_bytes: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let mut stmt = self
             .conn
@@ -624,28 +727,24 @@ impl Writer {
                  WHERE recipient = ?1 AND id > ?2 AND expires > ?3 ORDER BY id LIMIT ?4",
             )
             .map_err(db)?;
-        let rows = stmt
-            .query_map(
-                params![
-                    &recipient.as_bytes()[..],
-                    to_i64(after),
-                    to_i64(now_ms),
-                    limit
-                ],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, Vec<u8>>(1)?,
-                        r.get::<_, Vec<u8>>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get(4)?,
-                    ))
-                },
-            )
+        let mut rows = stmt
+            .query(params![
+                &recipient.as_bytes()[..],
+                to_i64(after),
+                to_i64(now_ms),
+                limit
+            ])
             .map_err(db)?;
         let mut out = Vec::new();
-        for row in rows {
-            let (id, sender, msg_id, ts, body) = row.map_err(db)?;
+        let mut bytes = 0usize;
+        while bytes < max_bytes
+            && let Some(row) = rows.next().map_err(db)?
+        {
+            let id: i64 = row.get(0).map_err(db)?;
+            let sender: Vec<u8> = row.get(1).map_err(db)?;
+            let msg_id: Vec<u8> = row.get(2).map_err(db)?;
+            let ts: i64 = row.get(3).map_err(db)?;
+            let body: Vec<u8> = row.get(4).map_err(db)?;
             let sender =
                 IdentityKey::from_slice(&sender).map_err(|_| StoreError::Corrupt("sender key"))?;
             let message_id = MessageId(
@@ -653,41 +752,76 @@ impl Writer {
                     .try_into()
                     .map_err(|_| StoreError::Corrupt("message id"))?,
             );
+            bytes += body.len();
             out.push(StoredMessage {
-                delivery_id: id as u64,
+                delivery_id: id.max(0) as u64,
                 recipient,
                 sender,
                 message_id,
                 timestamp_ms: ts.max(0) as u64,
-                body,
+                body: Bytes::from(body),
             });
         }
         Ok(out)
     }
 
+    /// Deletes the listed messages of `recipient`'s mailbox in one statement.
     fn ack(&mut self, recipient: &[u8; 32], ids: &[u64]) -> Result<u64, StoreError> {
+        let mut list = String::with_capacity(2 + ids.len() * 8);
+        list.push('[');
+        for id in ids.iter().filter(|id| **id <= i64::MAX as u64) {
+            if list.len() > 1 {
+                list.push(',');
+            }
+            let _ = write!(list, "{id}");
+        }
+        list.push(']');
         let mut stmt = self
             .conn
             .prepare_cached(
-                "DELETE FROM messages WHERE id = ?1 AND recipient = ?2 RETURNING LENGTH(body)",
+                "DELETE FROM messages WHERE recipient = ?1
+                     AND id IN (SELECT value FROM json_each(?2))
+                 RETURNING LENGTH(body)",
             )
             .map_err(db)?;
-        let mut deleted = 0u64;
-        let mut freed = 0u64;
-        for id in ids {
-            let Ok(id) = i64::try_from(*id) else { continue };
-            if let Some(len) = stmt
-                .query_row(params![id, &recipient[..]], |r| r.get::<_, i64>(0))
-                .optional()
-                .map_err(db)?
-            {
-                deleted += 1;
-                freed += len.max(0) as u64;
-            }
+        let mut rows = stmt.query(params![&recipient[..], list]).map_err(db)?;
+        let (mut deleted, mut freed) = (0u64, 0u64);
+        while let Some(row) = rows.next().map_err(db)? {
+            deleted += 1;
+            freed += row.get::<_, i64>(0).map_err(db)?.max(0) as u64;
         }
-        if let Some(u) = self.usage.get_mut(recipient) {
-            u.count = u.count.saturating_sub(deleted);
-            u.bytes = u.bytes.saturating_sub(freed);
+        if let Some(mb) = self.mailboxes.get_mut(recipient) {
+            mb.count = mb.count.saturating_sub(deleted);
+            mb.bytes = mb.bytes.saturating_sub(freed);
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes up to [`EXPIRE_CHUNK`] expired messages, keeping the cached usage right.
+    fn expire(&mut self, now_ms: u64) -> Result<u64, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM messages WHERE seq IN
+                     (SELECT seq FROM messages WHERE expires <= ?1 LIMIT ?2)
+                 RETURNING recipient, LENGTH(body)",
+            )
+            .map_err(db)?;
+        let mut rows = stmt
+            .query(params![to_i64(now_ms), EXPIRE_CHUNK])
+            .map_err(db)?;
+        let mut deleted = 0u64;
+        while let Some(row) = rows.next().map_err(db)? {
+            deleted += 1;
+            let key: Vec<u8> = row.get(0).map_err(db)?;
+            let len = row.get::<_, i64>(1).map_err(db)?.max(0) as u64;
+            if let Some(mb) = <[u8; 32]>::try_from(key.as_slice())
+                .ok()
+                .and_then(|k| self.mailboxes.get_mut(&k))
+            {
+                mb.count = mb.count.saturating_sub(1);
+                mb.bytes = mb.bytes.saturating_sub(len);
+            }
         }
         Ok(deleted)
     }
@@ -771,44 +905,20 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn enqueue_multi(
-        &self,
-        sender: IdentityKey,
-        recipients: Vec<IdentityKey>,
-        message_id: MessageId,
-        body: Vec<u8>,
-        policy: EnqueuePolicy,
-    ) -> Result<Vec<EnqueueOutcome>, StoreError> {
-        // One `Enqueue` operation runs inside one transaction of the writer thread.
-        let messages = recipients
-            .into_iter()
-            .map(|recipient| NewMessage {
-                recipient,
-                sender,
-                message_id,
-                body: body.clone(),
-            })
-            .collect();
-        self.call(|tx| Op::Enqueue {
-            messages,
-            policy,
-            tx,
-        })
-        .await
-    }
-
     async fn pending(
         &self,
         recipient: IdentityKey,
         after: u64,
         now_ms: u64,
         limit: u32,
+        max_bytes: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         self.call(|tx| Op::Pending {
             recipient,
             after,
             now_ms,
             limit,
+            max_bytes,
             tx,
         })
         .await
@@ -824,6 +934,13 @@ impl Store for SqliteStore {
     }
 
     async fn expire(&self, now_ms: u64) -> Result<u64, StoreError> {
-        self.call(|tx| Op::Expire { now_ms, tx }).await
+        let mut total = 0;
+        loop {
+            let n = self.call(|tx| Op::Expire { now_ms, tx }).await?;
+            total += n;
+            if n < EXPIRE_CHUNK as u64 {
+                return Ok(total);
+            }
+        }
     }
 }

@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use sotto_protocol::{IdentityKey, IdentityKeyPair};
-use sotto_transport::{ClientSocket, RelayClient};
+use sotto_transport::{ClientSocket, RelayClient, socket_config};
 use sotto_wire::{ClientFrame, ErrorContext, MessageId, RelayFrame, SendOut};
 use tokio::sync::Barrier;
 use tokio_tungstenite::tungstenite::Message;
@@ -34,6 +34,11 @@ enum Mode {
     Idle,
     /// Senders enqueue for offline recipients, then the recipients connect and drain.
     Offline,
+    /// `--clients` recipients authenticate, drain and stop reading (a 4 KiB receive buffer)
+    /// while one sender fans out `--messages` `SendMulti` of `--size` bytes to all of them;
+    /// reports the relay's RSS before, at its peak and for `--duration` after (the relay closes
+    /// the stalled connections at its write deadline). Needs `--relay-pid`.
+    Stalled,
 }
 
 #[derive(Args)]
@@ -182,6 +187,7 @@ async fn run(args: RelayBench) -> anyhow::Result<()> {
         Mode::Idle => idle(&args, &run_id).await,
         Mode::Live => live(&args, &run_id).await,
         Mode::Offline => offline(&args, &run_id).await,
+        Mode::Stalled => stalled(&args, &run_id).await,
     }
 }
 
@@ -498,7 +504,7 @@ async fn offline(args: &RelayBench, run_id: &[u8; 16]) -> anyhow::Result<()> {
                         Ok(RelayFrame::Deliver(d)) => {
                             acks.push(d.delivery_id);
                             c.delivered.fetch_add(1, Ordering::Relaxed);
-                            if acks.len() >= 256 {
+                            if acks.len() >= 64 {
                                 let _ = sink
                                     .send(Message::Binary(
                                         ClientFrame::Ack(std::mem::take(&mut acks)).encode().into(),
@@ -548,5 +554,156 @@ async fn offline(args: &RelayBench, run_id: &[u8; 16]) -> anyhow::Result<()> {
             rss as f64 / 1048576.0
         );
     }
+    Ok(())
+}
+
+/// Authenticates on a socket with a 4 KiB receive buffer, reads the backlog, and returns the
+/// connection, which the caller then never reads again.
+async fn stalled_client(url: &str, key: &IdentityKeyPair) -> anyhow::Result<RelayClient> {
+    let addr = url
+        .trim_start_matches("ws://")
+        .trim_end_matches('/')
+        .parse::<std::net::SocketAddr>()
+        .context("stalled mode needs a ws://IP:PORT/ URL")?;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_recv_buffer_size(4096)?;
+    let tcp = socket.connect(addr).await?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(
+        url,
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+        Some(socket_config()),
+    )
+    .await?;
+    let mut c = RelayClient::authenticate(ws, key, None).await?;
+    while !matches!(c.recv_frame().await?, RelayFrame::Drained) {}
+    Ok(c)
+}
+
+/// GETs the relay's authenticated-connection gauge (a plain HTTP/1.1 request to the URL's port).
+async fn authenticated_connections(url: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("ws://").trim_end_matches('/');
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("sotto_relay_connections_authenticated "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn stalled(args: &RelayBench, run_id: &[u8; 16]) -> anyhow::Result<()> {
+    const MIB: f64 = 1048576.0;
+    let n = args.clients.clamp(1, sotto_wire::MAX_MULTI_RECIPIENTS);
+    let url = args.url.first().context("no --url")?.clone();
+    let rss = || proc_usage(&args.relay_pid).map(|(r, _)| r);
+    let Some(before) = rss() else {
+        bail!("stalled mode needs --relay-pid");
+    };
+    let keys: Vec<_> = (0..n).map(|i| identity(run_id, 2_000_000 + i)).collect();
+    let mut stalled = Vec::with_capacity(n);
+    for k in &keys {
+        stalled.push(stalled_client(&url, k).await?);
+    }
+    let sender = RelayClient::connect(&url, &identity(run_id, 0), None).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let baseline = rss().unwrap_or(0);
+    let recipients: Vec<IdentityKey> = keys.iter().map(IdentityKeyPair::public).collect();
+    let peak = Arc::new(AtomicU64::new(baseline));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, stop, pids) = (peak.clone(), stop.clone(), args.relay_pid.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if let Some((r, _)) = proc_usage(&pids) {
+                    peak.fetch_max(r, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut ws = sender.into_socket();
+    let (mut sent, mut accepted, mut errors) = (0u64, 0u64, 0u64);
+    let window = args.window.max(1) as u64;
+    while accepted + errors < args.messages {
+        while sent < args.messages && sent - accepted - errors < window {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&sent.to_be_bytes());
+            let f = ClientFrame::SendMulti(sotto_wire::SendMultiOut {
+                recipients: recipients.clone(),
+                message_id: MessageId(id),
+                body: vec![(sent % 251) as u8; args.size],
+            });
+            ws.send(Message::Binary(f.encode().into())).await?;
+            sent += 1;
+        }
+        match ws.next().await {
+            Some(Ok(Message::Binary(b))) => match RelayFrame::decode(&b) {
+                Ok(RelayFrame::Accepted(_)) => accepted += 1,
+                Ok(RelayFrame::Error(_)) => errors += 1,
+                _ => {}
+            },
+            Some(Ok(_)) => {}
+            _ => bail!("the sender's connection closed"),
+        }
+    }
+    let fanned = started.elapsed();
+    let at_end = rss().unwrap_or(0);
+    stop.store(true, Ordering::Relaxed);
+    let _ = sampler.await;
+    println!(
+        "mode stalled: {n} stalled recipients, {} x {} B SendMulti ({accepted} accepted, {errors} rejected) in {:.1} s",
+        args.messages,
+        args.size,
+        fanned.as_secs_f64()
+    );
+    println!(
+        "relay RSS: {:.1} MiB before, {:.1} MiB with the clients (baseline), peak {:.1} MiB (+{:.1} MiB), {:.1} MiB when the fan-out ended",
+        before as f64 / MIB,
+        baseline as f64 / MIB,
+        peak.load(Ordering::Relaxed) as f64 / MIB,
+        peak.load(Ordering::Relaxed).saturating_sub(baseline) as f64 / MIB,
+        at_end as f64 / MIB
+    );
+    // After: the relay closes the stalled connections at its write deadline.
+    let after = Instant::now();
+    let mut closed_at = None;
+    let mut back_at = None;
+    let mut series = Vec::new();
+    while after.elapsed() < args.duration {
+        let r = rss().unwrap_or(0);
+        let open = authenticated_connections(&url).await.unwrap_or(f64::NAN);
+        series.push(format!(
+            "{:.1}s {:.0} MiB/{open}",
+            after.elapsed().as_secs_f64(),
+            r as f64 / MIB
+        ));
+        if closed_at.is_none() && open <= 1.0 {
+            closed_at = Some(after.elapsed());
+        }
+        if back_at.is_none() && r <= baseline + baseline / 10 {
+            back_at = Some(after.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "after the fan-out (RSS / authenticated connections): {}",
+        series.join(", ")
+    );
+    println!(
+        "stalled connections closed by the relay after {}; RSS within 10% of baseline after {}",
+        closed_at.map_or("(not within --duration)".into(), |d| format!(
+            "{:.1} s",
+            d.as_secs_f64()
+        )),
+        back_at.map_or("(not within --duration)".into(), |d| format!(
+            "{:.1} s",
+            d.as_secs_f64()
+        ))
+    );
+    drop(stalled);
     Ok(())
 }

@@ -117,6 +117,14 @@ struct ServeArgs {
     /// Close an authenticated connection after this long without a frame from the client.
     #[arg(long, env = "SOTTO_RELAY_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
+    /// Close a connection whose socket accepts no bytes for this long (a peer that stopped
+    /// reading).
+    #[arg(long, env = "SOTTO_RELAY_WRITE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    write_timeout: Duration,
+    /// Memory (bytes) all connections together may hold for delivery: queued pushes, mailbox
+    /// pages read back, frames being written. Over it, deliveries wait in the store.
+    #[arg(long, env = "SOTTO_RELAY_DELIVERY_MEMORY", default_value_t = 32 * 1024 * 1024)]
+    delivery_memory: usize,
     /// Time from TCP accept to successful authentication.
     #[arg(long, env = "SOTTO_RELAY_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     handshake_timeout: Duration,
@@ -146,6 +154,8 @@ struct ConfigFile {
     conn_rate: Option<u32>,
     identity_rate: Option<u32>,
     idle_timeout: Option<String>,
+    write_timeout: Option<String>,
+    delivery_memory: Option<usize>,
     handshake_timeout: Option<String>,
     expiry_interval: Option<String>,
     threads: Option<usize>,
@@ -204,6 +214,8 @@ fn apply_file(args: &mut ServeArgs, matches: Option<&ArgMatches>) -> anyhow::Res
     take!(conn_rate);
     take!(identity_rate);
     take!(dur idle_timeout);
+    take!(dur write_timeout);
+    take!(delivery_memory);
     take!(dur handshake_timeout);
     take!(dur expiry_interval);
     take!(opt threads);
@@ -346,6 +358,8 @@ async fn serve_with<S: Store>(store: S, args: ServeArgs) -> anyhow::Result<()> {
         identity_sends_per_sec: args.identity_rate,
         identity_sends_burst: args.identity_rate.saturating_mul(2),
         idle_timeout: args.idle_timeout,
+        write_timeout: args.write_timeout,
+        delivery_memory: args.delivery_memory,
         handshake_timeout: args.handshake_timeout,
         expiry_interval: args.expiry_interval,
         ..RelayConfig::default()

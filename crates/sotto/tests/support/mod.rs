@@ -80,14 +80,7 @@ impl RelayProc {
 
     /// The relay's resident set size in bytes (Linux `/proc`).
     pub fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kb: u64 = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap();
-        kb * 1024
+        rss_of(self.child.id())
     }
 
     /// `GET path` over HTTP/1.1; the whole response.
@@ -106,6 +99,20 @@ impl Drop for RelayProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A process's resident set size in bytes (Linux `/proc`), 0 once it is gone.
+pub fn rss_of(pid: u32) -> u64 {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return 0;
+    };
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    kb * 1024
 }
 
 /// The value of `series` in a Prometheus text exposition, 0 if absent.
@@ -183,6 +190,26 @@ pub async fn drain(c: &mut RelayClient) -> Vec<DeliverIn> {
         {
             RelayFrame::Drained => return out,
             RelayFrame::Deliver(d) => out.push(d),
+            _ => {}
+        }
+    }
+}
+
+/// Reads frames until `Drained`, acknowledging each delivery (as a client must for a backlog
+/// larger than the relay's window of unacknowledged deliveries), returning them.
+pub async fn drain_acking(c: &mut RelayClient) -> Vec<DeliverIn> {
+    let mut out = Vec::new();
+    loop {
+        match tokio::time::timeout(T, c.recv_frame())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            RelayFrame::Drained => return out,
+            RelayFrame::Deliver(d) => {
+                c.ack(vec![d.delivery_id]).await.unwrap();
+                out.push(d);
+            }
             _ => {}
         }
     }
