@@ -49,6 +49,7 @@ mod payload;
 pub mod rng;
 pub mod seal;
 mod store;
+pub mod text;
 mod upkeep;
 
 pub use client::group::{GroupInfo, GroupMember, GroupMessage};

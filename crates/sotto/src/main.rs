@@ -54,7 +54,9 @@ fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            // Errors may quote peer data (names, group names): shown escaped.
+            let line = format!("{err:#}");
+            eprintln!("error: {}", sotto_client::text::escape_controls(&line));
             std::process::ExitCode::FAILURE
         }
     }

@@ -630,3 +630,46 @@ fn a_relay_with_a_new_id_is_refused_until_trusted() {
     alice.ok(&["register", "--relay", &url]);
     alice.ok(&["inbox"]);
 }
+
+/// A stranger's message full of terminal control sequences (ANSI CSI, OSC 52 clipboard write,
+/// BEL, a carriage return, the one-byte C1 CSI, a bidi override) reaches the terminal only as
+/// visible escapes, through `recv`, `inbox` and the sender's own history; JSON keeps the text
+/// exact for programs.
+#[test]
+fn terminal_control_sequences_from_a_peer_are_shown_escaped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let relay = support::RelayProc::start(&tmp.path().join("relay.db"), &[]);
+    let alice = User::setup(tmp.path(), "alice", &relay.url);
+    let bob = User::setup(tmp.path(), "bob", &relay.url);
+    alice.ok(&["contact", "add", "bob", &bob.invite()]);
+    let hostile =
+        "hi\u{1b}]52;c;cm0gLXJmIH4=\u{7} \u{1b}[2J\u{1b}[31mred\r\u{9b}1m \u{202e}gnp.exe\tend";
+    alice.ok(&["send", "bob", hostile]);
+    let forbidden = |out: &str| -> Vec<char> {
+        out.chars()
+            .filter(|c| sotto_client::text::is_unsafe_char(*c))
+            .collect()
+    };
+    let recv = bob.ok(&["recv"]);
+    assert!(
+        forbidden(&recv).is_empty(),
+        "raw controls in recv: {recv:?}"
+    );
+    assert!(
+        recv.contains("hi\\x1b]52;c;cm0gLXJmIH4=\\x07 \\x1b[2J\\x1b[31mred\\x0d\\u{9b}1m \\u{202e}gnp.exe\tend"),
+        "{recv:?}"
+    );
+    for (who, args) in [
+        (&bob, &["inbox"][..]),
+        (&alice, &["inbox", "bob"][..]),
+        (&bob, &["contacts"][..]),
+    ] {
+        let out = who.ok(args);
+        assert!(
+            forbidden(&out).is_empty(),
+            "raw controls in {args:?}: {out:?}"
+        );
+    }
+    let json = bob.json(&["inbox", "--json"]);
+    assert_eq!(json[0]["text"], hostile, "JSON keeps the exact text");
+}

@@ -68,8 +68,38 @@ pub fn list_first(selected: usize, rows: usize) -> usize {
     selected.saturating_sub(rows.saturating_sub(1))
 }
 
+/// Peer text with terminal controls shown as escapes (`sotto_client::text`).
+fn shown(s: &str) -> String {
+    sotto_client::text::escape_controls(s).into_owned()
+}
+
+/// The last line of defence: no cell may carry a terminal control or bidi override to the
+/// terminal, whatever text a widget was given (peer text is also escaped visibly where it is
+/// laid out; this removes anything a path forgot).
+fn scrub(buf: &mut ratatui::buffer::Buffer) {
+    for cell in &mut buf.content {
+        if cell
+            .symbol()
+            .chars()
+            .any(sotto_client::text::is_unsafe_char)
+        {
+            let clean: String = cell
+                .symbol()
+                .chars()
+                .filter(|c| !sotto_client::text::is_unsafe_char(*c))
+                .collect();
+            cell.set_symbol(if clean.is_empty() { " " } else { &clean });
+        }
+    }
+}
+
 /// Draws the whole UI.
 pub fn draw(f: &mut Frame<'_>, app: &App) {
+    draw_all(f, app);
+    scrub(f.buffer_mut());
+}
+
+fn draw_all(f: &mut Frame<'_>, app: &App) {
     let area = f.area();
     if area.width < 20 || area.height < 8 {
         f.render_widget(
@@ -175,8 +205,8 @@ fn list_line(c: &Conversation, width: usize, now_ms: u64, selected: bool) -> Lin
     let name_w = width.saturating_sub(2 + right.width());
     // A group shows as "#name (members)".
     let title = match c.members {
-        Some(n) => format!("#{} ({n})", c.title),
-        None => c.title.clone(),
+        Some(n) => format!("#{} ({n})", shown(&c.title)),
+        None => shown(&c.title),
     };
     let name = truncate(&title, name_w);
     let pad = name_w.saturating_sub(name.width());
@@ -274,7 +304,7 @@ fn state_label(s: DeliveryState) -> &'static str {
 pub fn message_lines(m: &Message, width: usize, now_ms: u64) -> Vec<Line<'static>> {
     let time = short_time(m.sent_ms, now_ms);
     let (who, who_style) = match m.direction {
-        Direction::In => (m.contact.clone(), Style::new().fg(Color::Cyan)),
+        Direction::In => (shown(&m.contact), Style::new().fg(Color::Cyan)),
         Direction::Out => ("me".to_owned(), Style::new().fg(Color::Yellow)),
     };
     let prefix = format!("{time:>5} {who}: ");
@@ -283,19 +313,22 @@ pub fn message_lines(m: &Message, width: usize, now_ms: u64) -> Vec<Line<'static
         (None, _) => (
             format!(
                 "⚠ could not decrypt: {}",
-                m.error.as_deref().unwrap_or("unknown reason")
+                shown(m.error.as_deref().unwrap_or("unknown reason"))
             ),
             Style::new().fg(Color::Red),
             None,
         ),
         (Some(t), Direction::Out) => match (&m.error, m.state) {
             (Some(e), _) => (
-                t.clone(),
+                shown(t),
                 Style::new(),
-                Some((format!(" · failed: {e}"), Style::new().fg(Color::Red))),
+                Some((
+                    format!(" · failed: {}", shown(e)),
+                    Style::new().fg(Color::Red),
+                )),
             ),
             (None, s) => (
-                t.clone(),
+                shown(t),
                 Style::new(),
                 Some((
                     format!(" · {}", state_label(s)),
@@ -307,7 +340,7 @@ pub fn message_lines(m: &Message, width: usize, now_ms: u64) -> Vec<Line<'static
                 )),
             ),
         },
-        (Some(t), Direction::In) => (t.clone(), Style::new(), None),
+        (Some(t), Direction::In) => (shown(t), Style::new(), None),
     };
     let avail = width.saturating_sub(indent).max(1);
     let mut rows = wrap(&body, avail);
@@ -358,7 +391,10 @@ fn draw_messages(f: &mut Frame<'_>, app: &App, area: Rect) {
                 _ => "· not all verified",
             };
             let plural = if n == 1 { "" } else { "s" };
-            format!("#{} · {n} member{plural} {trust} · /members", c.title)
+            format!(
+                "#{} · {n} member{plural} {trust} · /members",
+                shown(&c.title)
+            )
         }
         Some(c) => {
             let trust = match c.badge {
@@ -366,7 +402,7 @@ fn draw_messages(f: &mut Frame<'_>, app: &App, area: Rect) {
                 Badge::Unverified => " · unverified",
                 Badge::KeyChanged { .. } => " ! key changed",
             };
-            format!("{}{trust}", c.title)
+            format!("{}{trust}", shown(&c.title))
         }
         None => "sotto".to_owned(),
     };
@@ -390,12 +426,12 @@ fn draw_messages(f: &mut Frame<'_>, app: &App, area: Rect) {
         let msg = if blocked {
             format!(
                 "⚠ {}'s key changed since you verified it. Sending is blocked until you /verify again.",
-                c.title
+                shown(&c.title)
             )
         } else {
             format!(
                 "⚠ {}'s key changed. Compare the new safety number: /verify",
-                c.title
+                shown(&c.title)
             )
         };
         let lines = wrap(&msg, usize::from(inner.width));
@@ -515,7 +551,7 @@ fn push_notes_rev<'a>(
 }
 
 fn draw_members(f: &mut Frame<'_>, view: &GroupView, area: Rect) {
-    let block = Block::bordered().title(format!("Members of #{}", view.name));
+    let block = Block::bordered().title(format!("Members of #{}", shown(&view.name)));
     let inner = block.inner(area);
     f.render_widget(block, area);
     let bold = Style::new().add_modifier(Modifier::BOLD);
@@ -553,7 +589,10 @@ fn draw_members(f: &mut Frame<'_>, view: &GroupView, area: Rect) {
         };
         let mut spans = vec![
             Span::styled(format!("{mark} "), style.add_modifier(Modifier::BOLD)),
-            Span::styled(format!("{:<name_w$}  ", truncate(&m.name, name_w)), bold),
+            Span::styled(
+                format!("{:<name_w$}  ", truncate(&shown(&m.name), name_w)),
+                bold,
+            ),
             Span::styled(format!("{trust:<13}"), style),
             Span::styled(
                 format!(" {}", m.fingerprint.get(..16).unwrap_or(&m.fingerprint)),
@@ -649,7 +688,7 @@ fn draw_verify(f: &mut Frame<'_>, name: &str, safety: &crate::source::Safety, ar
 fn draw_input(f: &mut Frame<'_>, app: &App, area: Rect) {
     let title = match (app.mode, app.current()) {
         (Mode::Normal, _) => "NORMAL — i to type, ? for keys".to_owned(),
-        (Mode::Insert, Some(c)) => format!("Message to {} — Enter sends, ? help", c.title),
+        (Mode::Insert, Some(c)) => format!("Message to {} — Enter sends, ? help", shown(&c.title)),
         (Mode::Insert, None) => "Command — /invite, /add NAME INVITE, ? help".to_owned(),
     };
     let block = Block::bordered().title(title);

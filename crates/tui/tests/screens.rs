@@ -722,3 +722,53 @@ fn group_commands_report_errors_and_never_quit() {
     ));
     assert!(!app.quit);
 }
+
+/// A peer's name and message carrying terminal control sequences (OSC 52 clipboard write, CSI,
+/// BEL, C1 CSI, a bidi override) are shown as visible escapes, and no cell the terminal gets
+/// holds a control character.
+#[test]
+fn hostile_peer_text_never_reaches_the_terminal_raw() {
+    let mut src = MemorySource::new();
+    let name = "eve\u{1b}[8m";
+    src.add(name, Badge::Unverified);
+    src.push(
+        name,
+        Direction::In,
+        NOW - MIN,
+        Some("copy\u{1b}]52;c;cm0gLXJm\u{7} \u{9b}2J \u{202e}gnp.exe"),
+        DeliveryState::Received,
+        None,
+    );
+    src.push(
+        name,
+        Direction::In,
+        NOW,
+        None,
+        DeliveryState::Failed,
+        Some("bad \u{1b}[2J"),
+    );
+    let mut app = App::new(&mut src);
+    fixed(&mut app);
+    let mut t = Terminal::new(TestBackend::new(100, 24)).unwrap();
+    t.draw(|f| ui::draw(f, &app)).unwrap();
+    let buf = t.backend().buffer();
+    for cell in &buf.content {
+        assert!(
+            !cell
+                .symbol()
+                .chars()
+                .any(sotto_client::text::is_unsafe_char),
+            "raw control in a cell: {:?}",
+            cell.symbol()
+        );
+    }
+    let screen = render(&app, 100, 24);
+    for want in [
+        "copy\\x1b]52;c;cm0gLXJm\\x07 \\u{9b}2J",
+        "\\u{202e}gnp.exe",
+        "eve\\x1b[8m",
+        "bad \\x1b[2J",
+    ] {
+        assert!(screen.contains(want), "missing {want:?} in\n{screen}");
+    }
+}

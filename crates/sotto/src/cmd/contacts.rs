@@ -34,7 +34,7 @@ pub(crate) fn main(args: ContactsArgs) -> anyhow::Result<()> {
         } else {
             "unverified"
         };
-        println!("{:<20} {}  {state}", c.name, c.fingerprint);
+        println!("{:<20} {}  {state}", profile::shown(&c.name), c.fingerprint);
     }
     Ok(())
 }

@@ -31,7 +31,10 @@ pub(crate) fn main(args: InboxArgs) -> anyhow::Result<()> {
         });
         match r {
             Ok(_) => {}
-            Err(e) if e.is_connection() => eprintln!("warning: {e}; showing stored messages"),
+            Err(e) if e.is_connection() => eprintln!(
+                "warning: {}; showing stored messages",
+                profile::shown(&e.to_string())
+            ),
             Err(e) => return Err(e.into()),
         }
     }

@@ -82,8 +82,19 @@ pub(crate) fn qr(data: &[u8]) -> String {
     }
 }
 
-/// Prints an event line for `recv`/`send` (human form).
+/// Peer-controlled text as it may be printed: terminal controls shown escaped
+/// (`sotto_client::text`).
+pub(crate) fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    sotto_client::text::escape_controls(s)
+}
+
+/// Prints an event line for `recv`/`send` (human form). Every line is escaped: events name
+/// contacts, groups and warnings that peers choose.
 pub(crate) fn describe(e: &sotto_client::Event) -> Option<String> {
+    describe_raw(e).map(|l| shown(&l).into_owned())
+}
+
+fn describe_raw(e: &sotto_client::Event) -> Option<String> {
     use sotto_client::{DeliveryState, Event};
     match e {
         Event::Message(m) => Some(message_line(m)),
@@ -115,8 +126,12 @@ pub(crate) fn state_name(s: sotto_client::DeliveryState) -> &'static str {
     }
 }
 
-/// One history line.
+/// One history line, escaped for the terminal (message text and errors come from peers).
 pub(crate) fn message_line(m: &sotto_client::Message) -> String {
+    shown(&message_line_raw(m)).into_owned()
+}
+
+fn message_line_raw(m: &sotto_client::Message) -> String {
     use sotto_client::Direction;
     let when = humantime::format_rfc3339_seconds(
         std::time::UNIX_EPOCH + std::time::Duration::from_millis(m.sent_ms),

@@ -93,7 +93,11 @@ pub(crate) fn main(args: RecvArgs) -> anyhow::Result<()> {
                     // itself: a message fails or waits): retry with backoff, never exit.
                     Err(e) if e.is_transient() => {
                         let wait = client.backoff();
-                        eprintln!("{e}; reconnecting in {:.1}s", wait.as_secs_f64());
+                        eprintln!(
+                            "{}; reconnecting in {:.1}s",
+                            profile::shown(&e.to_string()),
+                            wait.as_secs_f64()
+                        );
                         tokio::time::sleep(wait).await;
                     }
                     Err(e) => return Err(anyhow::Error::from(e)),
