@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from nacl.bindings import (crypto_aead_xchacha20poly1305_ietf_decrypt,
-                           crypto_aead_xchacha20poly1305_ietf_encrypt)
+                           crypto_aead_xchacha20poly1305_ietf_encrypt,
+                           crypto_core_ed25519_is_valid_point)
 
 HASHES = {"sha256": (hashes.SHA256, hashlib.sha256, 32), "sha512": (hashes.SHA512, hashlib.sha512, 64)}
 
@@ -243,49 +244,266 @@ def check_x3dh(v):
         assert v["ad"] == expected["associated_data"]
 
 
+# ---------------------------------------------------------------------------------------------
+# Sender Keys (`sender-key-vectors/2`), checked against the constants of docs/PROTOCOL.md §10–11,
+# written down here rather than read from the vector file.
+
+SK_MESSAGE_TYPE = 0x07
+SK_DISTRIBUTION_TYPE = 0x08
+SK_INFO = b"sotto sender key v2 message keys"
+SK_BINDING_TAG = b"sotto-sender-key-v2"
+SK_MK_CONST, SK_CK_CONST = b"\x01", b"\x02"
+SK_HEADER_LEN = 65            # type, group id 16, epoch 8, roster hash 32, chain id 4, iteration 4
+SK_AD_LEN = SK_HEADER_LEN + 32
+SK_DISTRIBUTION_LEN = 233
+SK_MAX_JUMP = 25000
+ROSTER_CHANGE_TYPE, ROSTER_LOG_TYPE = 0x09, 0x0A
+ROSTER_TAG = b"sotto-roster-v2"
+GROUP_ID_TAG = b"sotto group id v2"
+ROSTER_CHANGE_LEN = 154
+ROSTER_OPS = {1: "create", 2: "add", 3: "remove", 4: "leave"}
+PAD_BUCKETS = [64 << k for k in range(11)]
+
+
+def valid_point(key):
+    """Canonical, of prime order, torsion-free (libsodium's check)."""
+    return len(key) == 32 and crypto_core_ed25519_is_valid_point(key)
+
+
+def ed_verify(pub, sig, msg):
+    try:
+        Ed25519PublicKey.from_public_bytes(pub).verify(sig, msg)
+        return True
+    except Exception:
+        return False
+
+
+def check_padding(padded, unpadded=None):
+    assert len(padded) in PAD_BUCKETS, "padded length is not a bucket"
+    body = padded.rstrip(b"\x00")
+    assert body.endswith(b"\x80"), "padding marker"
+    content = body[:-1]
+    assert min(b for b in PAD_BUCKETS if b >= len(content) + 1) == len(padded), "not the smallest bucket"
+    if unpadded is not None:
+        assert content == unpadded, "unpadded text"
+
+
+def sk_keys(seed):
+    okm = hkdf("sha256", bytes(32), seed, SK_INFO, 56)
+    return okm[:32], okm[32:]
+
+
+def sk_chain_at(ck, n):
+    for _ in range(n):
+        ck = hmac.new(ck, SK_CK_CONST, hashlib.sha256).digest()
+    return ck
+
+
+def parse_group_message(raw):
+    assert len(raw) >= SK_HEADER_LEN + 80 + 64, "group message too short"
+    assert raw[0] == SK_MESSAGE_TYPE, "group message type byte"
+    return {
+        "header": raw[:SK_HEADER_LEN], "group_id": raw[1:17],
+        "epoch": int.from_bytes(raw[17:25], "big"), "roster_hash": raw[25:57],
+        "chain_id": int.from_bytes(raw[57:61], "big"), "iteration": int.from_bytes(raw[61:65], "big"),
+        "ct": raw[SK_HEADER_LEN:-64], "sig": raw[-64:],
+    }
+
+
+def parse_distribution(raw):
+    assert len(raw) == SK_DISTRIBUTION_LEN and raw[0] == SK_DISTRIBUTION_TYPE, "distribution layout"
+    return {
+        "group_id": raw[1:17], "sender": raw[17:49], "epoch": int.from_bytes(raw[49:57], "big"),
+        "roster_hash": raw[57:89], "chain_id": int.from_bytes(raw[89:93], "big"),
+        "iteration": int.from_bytes(raw[93:97], "big"), "chain_key": raw[97:129],
+        "signing_pub": raw[129:161], "prev_chain_id": int.from_bytes(raw[161:165], "big"),
+        "prev_end": int.from_bytes(raw[165:169], "big"), "binding": raw[169:233],
+    }
+
+
+def binding_message(d):
+    return (SK_BINDING_TAG + d["group_id"] + d["sender"] + d["epoch"].to_bytes(8, "big")
+            + d["roster_hash"] + d["chain_id"].to_bytes(4, "big") + d["signing_pub"])
+
+
+def distribution_ok(raw):
+    """Why a distribution would be refused, or None."""
+    d = parse_distribution(raw)
+    if not valid_point(d["sender"]):
+        return "sender identity is not a valid prime-order point"
+    if not valid_point(d["signing_pub"]):
+        return "signing key is not a valid prime-order point"
+    if not ed_verify(d["signing_pub"], d["binding"], binding_message(d)):
+        return "binding signature"
+    return None
+
+
+def check_roster(r):
+    """A `0x0A` log: creation with a derived group id, hash chain, signatures; the final roster."""
+    log = bytes.fromhex(r["log"])
+    assert log[0] == ROSTER_LOG_TYPE, "roster log type"
+    n = int.from_bytes(log[1:5], "big")
+    assert len(log) == 5 + n * ROSTER_CHANGE_LEN, "roster log length"
+    members, owner, prev, group_id = [], None, None, None
+    for i in range(n):
+        c = log[5 + i * ROSTER_CHANGE_LEN:5 + (i + 1) * ROSTER_CHANGE_LEN]
+        assert c[0] == ROSTER_CHANGE_TYPE, "roster change type"
+        gid, epoch, prev_hash, op, member, sig = c[1:17], int.from_bytes(c[17:25], "big"), c[25:57], c[57], c[58:90], c[90:154]
+        assert op in ROSTER_OPS and epoch == i and valid_point(member)
+        if i == 0:
+            assert ROSTER_OPS[op] == "create"
+            owner, group_id = member, gid
+            assert hashlib.sha256(GROUP_ID_TAG + owner + prev_hash).digest()[:16] == gid, "group id derivation"
+        else:
+            assert gid == group_id and prev_hash == prev, "hash chain"
+        signer = member if ROSTER_OPS[op] == "leave" else owner
+        assert ed_verify(signer, sig, ROSTER_TAG + c[:90]), f"roster change {i}: signature"
+        if ROSTER_OPS[op] in ("create", "add"):
+            assert member not in members
+            members.append(member)
+        elif ROSTER_OPS[op] in ("remove", "leave"):
+            assert member in members and member != owner
+            members.remove(member)
+        prev = hashlib.sha256(c).digest()
+    assert group_id.hex() == r["group_id"] and owner.hex() == r["owner"], "roster group id / owner"
+    assert prev.hex() == r["hash"] and n - 1 == r["epoch"], "roster hash / epoch"
+    return {"group_id": group_id, "hash": prev, "epoch": n - 1, "members": members}
+
+
+class SkChain:
+    def __init__(self, c):
+        self.sender = bytes.fromhex(c["sender_identity"])
+        assert valid_point(self.sender), "chain sender_identity is not a valid point"
+        self.ck0 = bytes.fromhex(c["initial_chain_key"])
+        self.start = c.get("initial_iteration", 0)
+        seed = bytes.fromhex(c["signing_seed"])
+        self.pub = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
+        assert self.pub.hex() == c["signing_pub"], "signing_pub"
+        self.chain_id = c.get("chain_id")
+        self.received = set()
+
+    def seed(self, iteration):
+        return hmac.new(sk_chain_at(self.ck0, iteration - self.start), SK_MK_CONST, hashlib.sha256).digest()
+
+    def genuine(self, m, sender=None, roster_hash=None):
+        """(signature ok, AEAD ok) of a parsed message with these AD fields filled in."""
+        header = m["header"] if roster_hash is None else m["header"][:25] + roster_hash + m["header"][57:]
+        ad = header + (self.sender if sender is None else sender)
+        sig_ok = ed_verify(self.pub, m["sig"], ad + m["ct"])
+        key, nonce = sk_keys(self.seed(m["iteration"]))
+        try:
+            crypto_aead_xchacha20poly1305_ietf_decrypt(m["ct"], ad, nonce, key)
+            aead_ok = True
+        except Exception:
+            aead_ok = False
+        return sig_ok, aead_ok
+
+    def fresh(self, iteration):
+        nxt = max(self.received) + 1 if self.received else self.start
+        return iteration not in self.received and iteration - nxt <= SK_MAX_JUMP
+
+
 def check_sender_keys(v):
-    """`sender-key-vectors/1`: chain KDF, AEAD, Ed25519 signatures, wire layout, rejections."""
+    """`sender-key-vectors/2`: every message rebuilt from the documented layout, re-encrypted and
+    verified; every reject refused for its stated reason alone; the distributions and the roster."""
+    assert v["format"] == "sender-key-vectors/2"
+    # The file's declared parameters must be the documented ones.
+    assert v.get("max_jump", SK_MAX_JUMP) == SK_MAX_JUMP
+    assert v["kdf_ck"] == {"type": "hmac", "hash": "sha256", "mk_const": "01", "ck_const": "02"}
     kd = v["aead"]["key_derivation"]
     assert v["aead"]["name"] == "xchacha20poly1305" and v["signature"] == "ed25519"
-    h = HASHES[v["kdf_ck"]["hash"]][1]
-    mk_c, ck_c = field(v["kdf_ck"], "mk_const", b"\x01"), field(v["kdf_ck"], "ck_const", b"\x02")
+    assert kd["type"] == "hkdf" and kd["hash"] == "sha256" and field(kd, "info") == SK_INFO
+    assert kd.get("output", ["key", "nonce"]) == ["key", "nonce"] and field(kd, "salt") is None
+    roster = check_roster(v["roster"]) if "roster" in v else None
     checked = 0
-    for chain in v["chains"]:
-        ck, it = bytes.fromhex(chain["initial_chain_key"]), chain.get("initial_iteration", 0)
-        sk = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(chain["signing_seed"]))
-        pub = sk.public_key()
-        assert pub.public_bytes_raw().hex() == chain["signing_pub"], "signing_pub"
-        for m in chain["messages"]:
-            while it < m["iteration"]:
-                ck, it = hmac.new(ck, ck_c, h).digest()[:32], it + 1
-            seed = hmac.new(ck, mk_c, h).digest()[:32]
+    chains = [SkChain(c) for c in v["chains"]]
+    for chain, c in zip(chains, v["chains"]):
+        if roster:
+            assert chain.sender in roster["members"], "chain owner is not a roster member"
+        for m in c["messages"]:
+            raw = bytes.fromhex(m["message"])
+            p = parse_group_message(raw)
+            it = m["iteration"]
+            assert p["iteration"] == it and (chain.chain_id is None or p["chain_id"] == chain.chain_id)
+            if roster:
+                assert p["group_id"] == roster["group_id"] and p["roster_hash"] == roster["hash"]
+                assert p["epoch"] == roster["epoch"]
+            assert p["roster_hash"].hex() == m["roster_hash"], "roster_hash field"
+            seed = chain.seed(it)
             assert seed.hex() == m["message_key"], f"iteration {it}: message key"
-            okm = hkdf(kd["hash"], field(kd, "salt", bytes(HASHES[kd["hash"]][2])), seed, field(kd, "info"), 56)
-            key, nonce = (okm[:32], okm[32:]) if kd.get("output", ["key", "nonce"])[0] == "key" else (okm[24:], okm[:24])
-            ad, pt = bytes.fromhex(m["ad"]), bytes.fromhex(m["plaintext"])
-            ct = crypto_aead_xchacha20poly1305_ietf_encrypt(pt, ad, nonce, key)
-            assert ct.hex() == m["ciphertext"], f"iteration {it}: ciphertext"
-            signed = bytes.fromhex(m["signed_part"])
-            pub.verify(bytes.fromhex(m["signature"]), signed)
-            assert bytes.fromhex(m["message"]) == signed + bytes.fromhex(m["signature"]), "wire layout"
+            ad = p["header"] + chain.sender
+            assert len(ad) == SK_AD_LEN and ad.hex() == m["ad"], f"iteration {it}: ad"
+            assert (ad + p["ct"]).hex() == m["signed_part"], f"iteration {it}: signed_part"
+            assert p["sig"].hex() == m["signature"], f"iteration {it}: signature field"
+            key, nonce = sk_keys(seed)
+            pt = bytes.fromhex(m["plaintext"])
+            check_padding(pt, m["unpadded_utf8"].encode() if "unpadded_utf8" in m else None)
+            assert crypto_aead_xchacha20poly1305_ietf_encrypt(pt, ad, nonce, key) == p["ct"], f"iteration {it}: ciphertext"
+            assert p["ct"].hex() == m["ciphertext"]
+            assert ed_verify(chain.pub, p["sig"], ad + p["ct"]), f"iteration {it}: signature"
+            chain.received.add(it)
             checked += 1
+    seen_why = set()
     for r in v.get("rejects", []):
-        pub = Ed25519PublicKey.from_public_bytes(bytes.fromhex(v["chains"][r["chain"]]["signing_pub"]))
+        chain, why = chains[r["chain"]], r["why"]
+        m = parse_group_message(bytes.fromhex(r["message"]))
+        fresh = chain.fresh(m["iteration"])
+        nxt = max(chain.received) + 1
+        sig_ok, aead_ok = chain.genuine(m)
+        if why == "tampered":
+            assert not sig_ok, "tampered: the signature verifies"
+        elif why == "wrong-signer":
+            assert not sig_ok and aead_ok and fresh, "wrong-signer: must be genuine but for its signer"
+        elif why == "replay":
+            assert sig_ok and aead_ok and m["iteration"] in chain.received, "replay: not a genuine received message"
+        elif why == "jump":
+            assert sig_ok and aead_ok, "jump: not genuine"
+            assert m["iteration"] - nxt > SK_MAX_JUMP and m["iteration"] not in chain.received, "jump: within max_jump"
+        elif why == "wrong-sender":
+            claimed = bytes.fromhex(r["claimed_sender"])
+            assert claimed != chain.sender and valid_point(claimed)
+            assert sig_ok and aead_ok and fresh, "wrong-sender: not genuine under its real sender"
+            assert chain.genuine(m, sender=claimed) == (False, False), "wrong-sender: accepted as the claimed sender"
+        elif why == "old-roster":
+            current = bytes.fromhex(r["current_roster_hash"])
+            if roster:
+                assert current == roster["hash"], "old-roster: current roster hash"
+            assert m["roster_hash"] != current, "old-roster: same roster"
+            if "roster_hash" in r:
+                assert m["roster_hash"].hex() == r["roster_hash"]
+            assert sig_ok and aead_ok and fresh, "old-roster: not genuine (or not fresh)"
+            assert chain.genuine(m, roster_hash=current) == (False, False), "old-roster: accepted under the current roster"
+        else:
+            raise AssertionError(f"unknown reject reason {why}")
+        seen_why.add(why)
+        checked += 1
+    assert {"tampered", "wrong-signer", "replay", "jump", "wrong-sender", "old-roster"} <= seen_why, "missing reject kinds"
+    for d in v.get("distribution", []):
+        raw = bytes.fromhex(d["message"])
+        assert distribution_ok(raw) is None, f"distribution refused: {distribution_ok(raw)}"
+        p = parse_distribution(raw)
+        for k in ("group_id", "roster_hash", "chain_key", "signing_pub"):
+            assert p[k].hex() == d[k], f"distribution {k}"
+        assert p["sender"].hex() == d["sender_identity"]
+        for k in ("epoch", "chain_id", "iteration", "prev_chain_id", "prev_end"):
+            assert p[k] == d[k], f"distribution {k}"
+        owner = [ch for ch in chains if ch.sender == p["sender"]]
+        assert owner and owner[0].pub == p["signing_pub"] and sk_chain_at(owner[0].ck0, p["iteration"] - owner[0].start) == p["chain_key"]
+        if roster:
+            assert p["group_id"] == roster["group_id"] and p["roster_hash"] == roster["hash"]
+        checked += 1
+    expected = {"bad-binding": "binding signature", "torsion-sender": "sender identity is not a valid prime-order point",
+                "torsion-signing-key": "signing key is not a valid prime-order point"}
+    for r in v.get("distribution_rejects", []):
         raw = bytes.fromhex(r["message"])
-        if r["why"] in ("tampered", "wrong-signer"):
-            try:
-                pub.verify(raw[-64:], raw[:-64])
-                raise AssertionError(f"reject {r['why']}: signature verifies")
-            except Exception as e:
-                if isinstance(e, AssertionError):
-                    raise
+        assert distribution_ok(raw) == expected[r["why"]], f"distribution reject {r['why']}: {distribution_ok(raw)}"
         checked += 1
     return checked
 
 
 def check(path):
     v = json.load(open(path))
-    if v.get("format") == "sender-key-vectors/1":
+    if v.get("format") == "sender-key-vectors/2":
         return check_sender_keys(v)
     spec = Spec(v)
     if "x3dh" in v:

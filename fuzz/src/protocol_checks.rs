@@ -285,3 +285,207 @@ pub fn decrypt(data: &[u8]) {
         }
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// Groups: Sender Keys messages and distributions, roster logs and changes, group snapshots.
+
+use sotto_protocol::group::{GroupSession, SenderKeyGroup};
+use sotto_protocol::roster::{Roster, RosterChange};
+use sotto_protocol::sender_keys::{
+    GROUP_HEADER_LEN, GroupHeader, SenderChain, SenderKeyDistribution, SenderKeyRecord,
+};
+
+/// Alice owns a group with Bob and Carol; Bob holds Alice's chain (one message received, one
+/// skipped); `undelivered` are genuine messages from Alice that Bob has not received yet.
+pub struct GroupFixture {
+    /// Alice's group (she sent the messages).
+    pub alice: SenderKeyGroup,
+    /// Bob's group.
+    pub bob: SenderKeyGroup,
+    /// Alice's identity.
+    pub alice_id: sotto_protocol::IdentityKey,
+    /// Alice's messages Bob has not received.
+    pub undelivered: Vec<Vec<u8>>,
+    /// Carol's distribution (not yet given to Bob) and Alice's current one.
+    pub distributions: Vec<Vec<u8>>,
+    /// The roster log and a change that extends it (Carol leaving).
+    pub log: Vec<u8>,
+    /// Carol's leave.
+    pub leave: RosterChange,
+}
+
+/// Builds the [`GroupFixture`] deterministically.
+pub fn group_fixture() -> &'static GroupFixture {
+    static FIXTURE: OnceLock<GroupFixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let mut r = rng(20);
+        let (a, b, c) = (
+            IdentityKeyPair::from_seed(&[0x61; 32]),
+            IdentityKeyPair::from_seed(&[0x62; 32]),
+            IdentityKeyPair::from_seed(&[0x63; 32]),
+        );
+        let mut roster = Roster::create_with_nonce(&a, [0x64; 32]);
+        for m in [&b, &c] {
+            roster
+                .apply(&roster.propose_add(&a, m.public()).unwrap())
+                .unwrap();
+        }
+        let mut alice = SenderKeyGroup::new(a.public(), roster.clone());
+        let mut bob = SenderKeyGroup::new(b.public(), roster.clone());
+        let mut carol = SenderKeyGroup::new(c.public(), roster.clone());
+        let d = alice.rotate(&mut r, 0).unwrap();
+        bob.process_distribution(&a.public(), &d).unwrap();
+        let m0 = alice.encrypt(b"m0").unwrap();
+        let m1 = alice
+            .encrypt(b"m1 is a longer group message, padded to 128 bytes")
+            .unwrap();
+        let m2 = alice.encrypt(b"m2").unwrap();
+        let m3 = alice.encrypt(b"m3").unwrap();
+        assert_eq!(bob.decrypt(&a.public(), &m2).unwrap(), b"m2");
+        let carol_d = carol.rotate(&mut r, 0).unwrap();
+        GroupFixture {
+            alice_id: a.public(),
+            undelivered: vec![m0, m1, m3],
+            distributions: vec![
+                carol_d.encode().to_vec(),
+                alice.current_distribution().unwrap().encode().to_vec(),
+            ],
+            log: roster.encode_log(),
+            leave: roster.propose_leave(&c).unwrap(),
+            alice,
+            bob,
+        }
+    })
+}
+
+/// `SenderKeyGroup::decrypt` of arbitrary bytes as from Alice, at Bob's.
+///
+/// Inputs starting with `0x07` are messages as they are. Any other input is `iteration u32 ‖
+/// rest`: the message becomes the header of Alice's real chain at that iteration followed by
+/// `rest`, so the fuzzer reaches the signature, skipping and `MAX_JUMP` on a real chain. A
+/// rejected message must leave Bob's state exactly as it was; an accepted one is never accepted
+/// twice.
+pub fn group_message(data: &[u8]) {
+    let f = group_fixture();
+    let built;
+    let wire = if data.first() == Some(&0x07) {
+        data
+    } else {
+        let Some((iteration, rest)) = data.split_first_chunk::<4>() else {
+            return;
+        };
+        let real = GroupHeader::decode(&f.undelivered[0]).unwrap();
+        let mut m = f.undelivered[0][..GROUP_HEADER_LEN].to_vec();
+        m[61..65].copy_from_slice(iteration);
+        let _ = real;
+        m.extend_from_slice(rest);
+        built = m;
+        &built[..]
+    };
+    let mut bob = f.bob.clone();
+    match bob.decrypt(&f.alice_id, wire) {
+        Err(_) => assert_eq!(
+            bob.snapshot(),
+            f.bob.snapshot(),
+            "a rejected group message changed the state"
+        ),
+        Ok(_) => {
+            let after = bob.snapshot();
+            assert!(bob.decrypt(&f.alice_id, wire).is_err(), "accepted twice");
+            assert_eq!(bob.snapshot(), after, "a replay changed the state");
+        }
+    }
+}
+
+/// `SenderKeyDistribution::decode`: round trip; then Bob processes it as from the member it
+/// names. Refused: Bob's state unchanged.
+pub fn distribution(data: &[u8]) {
+    let Ok(d) = SenderKeyDistribution::decode(data) else {
+        return;
+    };
+    assert_eq!(d.encode().as_slice(), data, "distribution round trip");
+    let _ = format!("{d:?}");
+    let f = group_fixture();
+    let mut bob = f.bob.clone();
+    if bob.process_distribution(&d.sender, &d).is_err() {
+        assert_eq!(
+            bob.snapshot(),
+            f.bob.snapshot(),
+            "a refused key changed the state"
+        );
+    }
+    let mut record = SenderKeyRecord::new(d.sender);
+    let _ = record.process_distribution(&d);
+    let restored = SenderKeyRecord::restore(&record.snapshot()).expect("a record restores");
+    assert_eq!(restored.snapshot(), record.snapshot());
+}
+
+/// Roster decoders, chosen by the first byte: `0` a log (`Roster::decode_log`), `1` one change
+/// (`RosterChange::decode`, then Bob receives it; refused: unchanged), `2` our own storage
+/// (`Roster::restore_log`). Round trips for what decodes.
+pub fn roster(data: &[u8]) {
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    match selector % 3 {
+        0 => {
+            if let Ok(r) = Roster::decode_log(rest) {
+                assert_eq!(r.encode_log(), rest, "log round trip");
+                assert_eq!(Roster::restore_log(rest).unwrap(), r);
+            }
+        }
+        1 => {
+            let Ok(c) = RosterChange::decode(rest) else {
+                return;
+            };
+            assert_eq!(c.encode(), rest, "change round trip");
+            let f = group_fixture();
+            let mut bob = f.bob.clone();
+            if bob.receive_change(&c).is_err() {
+                assert_eq!(
+                    bob.snapshot(),
+                    f.bob.snapshot(),
+                    "a refused change changed the state"
+                );
+            }
+        }
+        _ => {
+            if let Ok(r) = Roster::restore_log(rest) {
+                assert_eq!(r.encode_log(), rest, "stored log round trip");
+            }
+        }
+    }
+}
+
+/// Group snapshots, chosen by the first byte: `0` `SenderKeyGroup`, `1` `SenderKeyRecord`, `2`
+/// `SenderChain`. What restores re-encodes to a fixed point (a first-format group snapshot
+/// becomes a second-format one).
+pub fn group_restore(data: &[u8]) {
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    match selector % 3 {
+        0 => {
+            if let Ok(g) = SenderKeyGroup::restore(rest) {
+                let snap = g.snapshot();
+                if rest.first() == Some(&0x02) {
+                    assert_eq!(snap.as_slice(), rest, "group snapshot round trip");
+                }
+                let again = SenderKeyGroup::restore(&snap).expect("a snapshot restores");
+                assert_eq!(again.snapshot(), snap);
+                let _ = format!("{g:?}");
+            }
+        }
+        1 => {
+            if let Ok(r) = SenderKeyRecord::restore(rest) {
+                assert_eq!(r.snapshot().as_slice(), rest, "record round trip");
+            }
+        }
+        _ => {
+            if let Ok(mut c) = SenderChain::restore(rest) {
+                assert_eq!(c.snapshot().as_slice(), rest, "chain round trip");
+                let _ = c.encrypt(b"after restore");
+            }
+        }
+    }
+}

@@ -220,6 +220,16 @@ pub enum Event {
         /// What was refused.
         warning: String,
     },
+    /// Someone who is not a verified contact invited us to a group: held until accepted
+    /// (`group_accept`) or declined; nothing was created or sent for it.
+    GroupInvite {
+        /// The name the group will have here.
+        group: String,
+        /// Who invited us.
+        inviter: String,
+        /// How many members the signed roster lists, us included.
+        members: usize,
+    },
 }
 
 /// What `add_contact` did.
@@ -1288,7 +1298,13 @@ impl Client {
                 (id, c)
             }
         };
-        if d.body.first() == Some(&sotto_protocol::sender_keys::GROUP_MESSAGE_VERSION) {
+        if matches!(
+            d.body.first(),
+            Some(
+                &sotto_protocol::sender_keys::GROUP_MESSAGE_VERSION
+                    | &sotto_protocol::sender_keys::LEGACY_GROUP_MESSAGE_VERSION
+            )
+        ) {
             let fx = self.receive_group_message(d)?;
             let tx = self.store.conn.unchecked_transaction()?;
             tx.execute("INSERT INTO seen(tag) VALUES (?1)", [&seen_tag])?;

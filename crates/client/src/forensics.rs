@@ -9,7 +9,6 @@ use std::path::Path;
 
 use sotto_protocol::group::SenderKeyGroup;
 use sotto_protocol::{IdentityKeyPair, PrekeyStore, Session};
-use zeroize::{Zeroize, Zeroizing};
 
 use crate::Error;
 use crate::store::Store;
@@ -75,20 +74,6 @@ impl std::fmt::Debug for StolenGroup {
     }
 }
 
-/// The part of a stored group row the thief needs (the row is JSON sealed with the profile key;
-/// `state` is the hex [`SenderKeyGroup`] snapshot).
-#[derive(serde::Deserialize)]
-struct GroupRowView {
-    name: String,
-    state: String,
-}
-
-impl Drop for GroupRowView {
-    fn drop(&mut self) {
-        self.state.zeroize();
-    }
-}
-
 /// Opens the profile in `dir` with `passphrase` and returns the state of every group in it
 /// (none if the profile never used groups).
 pub fn steal_groups(dir: &Path, passphrase: &[u8]) -> Result<Vec<StolenGroup>, Error> {
@@ -107,16 +92,10 @@ pub fn steal_groups(dir: &Path, passphrase: &[u8]) -> Result<Vec<StolenGroup>, E
         .collect::<Result<Vec<_>, _>>()?;
     let mut out = Vec::with_capacity(rows.len());
     for sealed in rows {
-        let row: GroupRowView = store.open_json("group", &sealed)?;
-        let bytes = Zeroizing::new(
-            hex::decode(&row.state).map_err(|_| Error::Corrupt("group state malformed"))?,
-        );
-        let group =
-            SenderKeyGroup::restore(&bytes).map_err(|_| Error::Corrupt("group state malformed"))?;
-        out.push(StolenGroup {
-            name: row.name.clone(),
-            group,
-        });
+        // The same decoder the client reads its rows with.
+        let bytes = store.key.open("group", &sealed)?;
+        let (name, group) = crate::client::group::decode_group_row(&bytes)?;
+        out.push(StolenGroup { name, group });
     }
     Ok(out)
 }

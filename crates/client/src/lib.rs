@@ -52,7 +52,7 @@ mod store;
 pub mod text;
 mod upkeep;
 
-pub use client::group::{GroupInfo, GroupMember, GroupMessage};
+pub use client::group::{GroupInfo, GroupInvite, GroupMember, GroupMessage};
 pub use client::{
     AddOutcome, Client, Contact, DeliveryState, Direction, Event, Message, RegisterOptions,
     SIGNED_PREKEY_ROTATION, default_profile_dir,

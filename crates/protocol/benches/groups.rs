@@ -19,7 +19,7 @@ fn pair() -> (SenderKeyGroup, SenderKeyGroup, sotto_protocol::IdentityKey) {
     let mut rng = ChaCha20Rng::from_seed([1; 32]);
     let alice = IdentityKeyPair::from_seed(&[1; 32]);
     let bob = IdentityKeyPair::from_seed(&[2; 32]);
-    let mut roster = Roster::create(&alice, [7; 16]);
+    let mut roster = Roster::create_with_nonce(&alice, [7; 32]);
     roster
         .apply(&roster.propose_add(&alice, bob.public()).unwrap())
         .unwrap();

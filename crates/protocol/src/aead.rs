@@ -5,6 +5,9 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
 use crate::kdf::AeadKeys;
 
+/// Length of the Poly1305 tag.
+pub(crate) const TAG_LEN: usize = 16;
+
 /// Encrypts `buffer[start..]` in place with `AD = ad_parts` concatenated and appends the tag, so
 /// that a caller can write `header ‖ plaintext` into one buffer and send it as it comes out.
 /// `None` only if the input exceeds the AEAD's limits, which our padding bound makes impossible.

@@ -22,20 +22,38 @@ pub const IDENTITY_KEY_LEN: usize = 32;
 /// Length of an Ed25519 signature.
 pub const SIGNATURE_LEN: usize = 64;
 
-/// The public half of an identity: an Ed25519 verifying key that is known to be a valid,
-/// non-small-order point.
+/// Decodes an Ed25519 public key and accepts it only if it is the canonical encoding of a point
+/// of prime order `L`: a curve point, not of small order, without a torsion component (`[L]P` is
+/// the identity), and encoded as the curve library re-encodes it. `IK + T` for a small-order `T`
+/// signs like `IK` under cofactored verification and gives the same X25519 results, yet is a
+/// different byte string; accepting it would give one identity two names.
+pub(crate) fn strict_ed25519_key(bytes: &[u8; 32]) -> Result<VerifyingKey, DecodeError> {
+    let key = VerifyingKey::from_bytes(bytes)
+        .map_err(|_| DecodeError::InvalidKey("not an Ed25519 curve point"))?;
+    if key.is_weak() {
+        return Err(DecodeError::InvalidKey("Ed25519 key has small order"));
+    }
+    let point = key.to_edwards();
+    if !point.is_torsion_free() {
+        return Err(DecodeError::InvalidKey(
+            "Ed25519 key has a torsion component",
+        ));
+    }
+    if point.compress().as_bytes() != bytes {
+        return Err(DecodeError::InvalidKey("non-canonical Ed25519 encoding"));
+    }
+    Ok(key)
+}
+
+/// The public half of an identity: an Ed25519 verifying key known to be the canonical encoding
+/// of a point of prime order (see [`strict_ed25519_key`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct IdentityKey(VerifyingKey);
 
 impl IdentityKey {
     /// Decodes and validates an identity key.
     pub fn from_bytes(bytes: &[u8; IDENTITY_KEY_LEN]) -> Result<Self, DecodeError> {
-        let key = VerifyingKey::from_bytes(bytes)
-            .map_err(|_| DecodeError::InvalidKey("identity key is not a curve point"))?;
-        if key.is_weak() {
-            return Err(DecodeError::InvalidKey("identity key has small order"));
-        }
-        Ok(Self(key))
+        strict_ed25519_key(bytes).map(Self)
     }
 
     /// Decodes an identity key from a slice that must be exactly 32 bytes long.

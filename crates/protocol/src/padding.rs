@@ -33,12 +33,20 @@ pub fn padded_len(len: usize) -> Result<usize, TooLong> {
 
 /// Pads `plaintext` to its bucket.
 pub fn pad(plaintext: &[u8]) -> Result<Vec<u8>, TooLong> {
+    let mut out = Vec::with_capacity(padded_len(plaintext.len())? + 16);
+    pad_into(plaintext, &mut out)?;
+    Ok(out)
+}
+
+/// Appends `plaintext`, padded to its bucket, to `out`. A caller that reserved the room first
+/// (header, padded length, tag) keeps the plaintext in one allocation that never moves.
+pub fn pad_into(plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), TooLong> {
     let total = padded_len(plaintext.len())?;
-    let mut out = Vec::with_capacity(total + 16);
+    let end = out.len() + total;
     out.extend_from_slice(plaintext);
     out.push(0x80);
-    out.resize(total, 0);
-    Ok(out)
+    out.resize(end, 0);
+    Ok(())
 }
 
 /// Removes the padding in place; `None` if it is not exactly what [`pad`] writes.

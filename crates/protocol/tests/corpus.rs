@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
+use sotto_protocol::sender_keys::{
+    ChainContext, SenderChain, SenderKeyDistribution, SenderKeyRecord,
+};
 use sotto_protocol::{IdentityKeyPair, PrekeyBundle, PrekeyStore, Session};
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -76,6 +79,26 @@ fn safety_qr_corpus() {
 #[test]
 fn decrypt_corpus() {
     replay("decrypt", checks::decrypt);
+}
+
+#[test]
+fn group_message_corpus() {
+    replay("group_message", checks::group_message);
+}
+
+#[test]
+fn distribution_corpus() {
+    replay("distribution", checks::distribution);
+}
+
+#[test]
+fn roster_corpus() {
+    replay("roster", checks::roster);
+}
+
+#[test]
+fn group_restore_corpus() {
+    replay("group_restore", checks::group_restore);
 }
 
 /// Writes valid inputs for every protocol target into `fuzz/corpus/<target>/seed-*`. Run it with
@@ -169,4 +192,48 @@ fn write_seed_corpora() {
     let number = checks::safety_number();
     write("safety_qr", "payload", &number.qr_payload());
     write("safety_qr", "grouped", number.grouped().as_bytes());
+
+    let g = checks::group_fixture();
+    for (i, m) in g.undelivered.iter().enumerate() {
+        write("group_message", &format!("message-{i}"), m);
+        // The same message in the "iteration ‖ rest" form.
+        let short = [&m[61..65], &m[65..]].concat();
+        write("group_message", &format!("short-{i}"), &short);
+    }
+    for (i, d) in g.distributions.iter().enumerate() {
+        write("distribution", &format!("key-{i}"), d);
+    }
+    write("roster", "log", &[&[0], &g.log[..]].concat());
+    write("roster", "leave", &[&[1], &g.leave.encode()[..]].concat());
+    write("roster", "stored-log", &[&[2], &g.log[..]].concat());
+    write(
+        "group_restore",
+        "alice",
+        &[&[0], &g.alice.snapshot()[..]].concat(),
+    );
+    write(
+        "group_restore",
+        "bob",
+        &[&[0], &g.bob.snapshot()[..]].concat(),
+    );
+    let d = SenderKeyDistribution::decode(&g.distributions[1]).unwrap();
+    let mut record = SenderKeyRecord::new(d.sender);
+    record.process_distribution(&d).unwrap();
+    write(
+        "group_restore",
+        "record",
+        &[&[1], &record.snapshot()[..]].concat(),
+    );
+    let ctx = ChainContext {
+        group_id: d.group_id,
+        sender: d.sender,
+        epoch: d.epoch,
+        roster_hash: d.roster_hash,
+    };
+    let chain = SenderChain::new(&mut rng, ctx, None);
+    write(
+        "group_restore",
+        "chain",
+        &[&[2], &chain.snapshot()[..]].concat(),
+    );
 }

@@ -191,3 +191,126 @@ async fn fan_out_is_charged_per_recipient_and_mailbox_limits_apply() {
     let mut frank = connect(&relay.url, 6).await;
     assert_eq!(drain(&mut frank).await.len(), 1);
 }
+
+/// Registers `id` with a signed prekey and a last-resort ML-KEM prekey (enough for a bundle).
+async fn register_with_bundle(url: &str, id: &IdentityKeyPair) {
+    let mut rng =
+        <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(id.public().to_bytes());
+    let mut store = sotto_protocol::PrekeyStore::new();
+    let spk = store.rotate_signed_prekey(&mut rng, id);
+    let kem = store.rotate_last_resort_kem_prekey(&mut rng, id);
+    let mut c = tokio::time::timeout(T, RelayClient::connect(url, id, None))
+        .await
+        .unwrap()
+        .unwrap();
+    c.upload_prekeys(UploadPrekeysOut {
+        signed_prekey: Some(PrekeyRecord {
+            id: spk.id,
+            blob: spk.encode(),
+        }),
+        last_resort_kem: Some(PrekeyRecord {
+            id: kem.id,
+            blob: kem.encode(),
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.close().await;
+}
+
+/// Issue 12 item 7: a `rate_limited` bundle fetch dropped the sender-key outbox entry, so groups
+/// over ~200 members lost keys. Now it means "retry later, in order". An in-process relay with a
+/// low fetch limit (burst 10, 40/s) and a group of 210 members: each member gets exactly its
+/// invite and the owner's sender key.
+#[test]
+fn a_group_of_210_loses_no_keys_under_fetch_rate_limits() {
+    const MEMBERS: usize = 210;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = rt.block_on(async {
+        let store = sotto_relay::store::SqliteStore::open(
+            &dir.path().join("r.db"),
+            sotto_relay::store::sqlite::Durability::Normal,
+        )
+        .unwrap();
+        let config = sotto_relay::RelayConfig {
+            identity_fetches_per_sec: 40,
+            identity_fetches_burst: 10,
+            ..Default::default()
+        };
+        let relay = sotto_relay::Relay::new(store, config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move { relay.serve(listener, None).await });
+        url
+    });
+    let members: Vec<IdentityKeyPair> = (0..MEMBERS)
+        .map(|i| {
+            let mut seed = [0x50; 32];
+            seed[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            IdentityKeyPair::from_seed(&seed)
+        })
+        .collect();
+    rt.block_on(async {
+        for m in &members {
+            register_with_bundle(&url, m).await;
+        }
+    });
+    let mut owner = sotto_client::Client::init(
+        &dir.path().join("owner"),
+        b"pw",
+        sotto_client::KdfParams::INSECURE_TEST,
+    )
+    .unwrap();
+    rt.block_on(owner.register(&url)).unwrap();
+    let mut names = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        let invite = sotto_client::Invite {
+            identity: m.public(),
+            relay: url.clone(),
+        }
+        .encode()
+        .unwrap();
+        names.push(format!("m{i}"));
+        owner.add_contact(&names[i], &invite).unwrap();
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    owner.group_create_with("big", &refs).unwrap();
+    assert_eq!(owner.outbox_len().unwrap(), 2 * MEMBERS);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while owner.outbox_len().unwrap() > 0 {
+        assert!(std::time::Instant::now() < deadline, "outbox never drained");
+        rt.block_on(async {
+            let _ = owner.sync().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        });
+    }
+    rt.block_on(async {
+        owner.disconnect().await;
+        let mut short = Vec::new();
+        for (i, m) in members.iter().enumerate() {
+            let mut c = tokio::time::timeout(T, RelayClient::connect(&url, m, None))
+                .await
+                .unwrap()
+                .unwrap();
+            let from_owner = drain(&mut c)
+                .await
+                .iter()
+                .filter(|d| d.sender == owner.identity())
+                .count();
+            if from_owner != 2 {
+                short.push((i, from_owner));
+            }
+            c.close().await;
+        }
+        assert!(
+            short.is_empty(),
+            "members missing their invite or key: {short:?}"
+        );
+    });
+}

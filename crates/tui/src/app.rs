@@ -631,8 +631,20 @@ impl App {
                 self.group_op(GroupOp::Remove((*contact).to_owned()), src);
             }
             ("/group", ["leave"]) => self.group_op(GroupOp::Leave, src),
+            ("/group", [answer @ ("accept" | "decline"), name @ ..]) if !name.is_empty() => {
+                let name = name.join(" ");
+                match src.group_invite_answer(&name, *answer == "accept") {
+                    Ok(events) => {
+                        self.flush_wanted = true;
+                        self.info(format!("group invite {name}: {answer}ed"));
+                        self.handle_client_events(&events, src);
+                        self.reload_conversations(src);
+                    }
+                    Err(e) => self.error(e),
+                }
+            }
             ("/group", _) => self.error(
-                "usage: /group create NAME | /group add CONTACT | /group remove CONTACT | /group leave",
+                "usage: /group create NAME | /group add CONTACT | /group remove CONTACT | /group leave | /group accept|decline INVITE",
             ),
             _ => self.error(format!("unknown command {line:?}: type /help")),
         }
@@ -742,6 +754,13 @@ impl App {
                 ClientEvent::GroupWarning { warning, .. } => {
                     self.error(format!("group warning: {warning}"));
                 }
+                ClientEvent::GroupInvite {
+                    group,
+                    inviter,
+                    members,
+                } => self.info(format!(
+                    "{inviter} invites you to group {group} ({members} members): /group accept {group} or /group decline {group}"
+                )),
                 ClientEvent::Delivery { id, state, .. } => self.set_delivery(id, *state),
                 _ => {}
             }

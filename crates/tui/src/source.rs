@@ -189,6 +189,11 @@ pub trait Source {
     /// Changes a group's roster; returns the events it produced (roster changes), which the
     /// caller applies like the client's. The control messages are queued (flush sends them).
     fn group_change(&mut self, group: &str, op: &GroupOp) -> Result<Vec<Event>, SourceError>;
+    /// Accepts (`true`) or declines a group invite held for consent; returns the events.
+    fn group_invite_answer(&mut self, name: &str, accept: bool) -> Result<Vec<Event>, SourceError> {
+        let _ = (name, accept);
+        Err("group invites are not supported by this source".into())
+    }
 }
 
 /// The view of a client [`GroupInfo`].
@@ -414,5 +419,13 @@ impl Source for Client {
             GroupOp::Leave => self.group_leave(group),
         }
         .map_err(err)
+    }
+
+    fn group_invite_answer(&mut self, name: &str, accept: bool) -> Result<Vec<Event>, SourceError> {
+        if accept {
+            self.group_accept(name).map_err(err)
+        } else {
+            self.group_decline(name).map(|()| Vec::new()).map_err(err)
+        }
     }
 }

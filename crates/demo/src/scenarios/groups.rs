@@ -151,6 +151,11 @@ async fn run(ctx: &Ctx) -> Result<Outcome, Error> {
     introduce(&mut bob, "bob", &mut carol, "carol")?;
     introduce(&mut bob, "bob", &mut dave, "dave")?;
     introduce(&mut carol, "carol", &mut dave, "dave")?;
+    // The members compared safety numbers with Alice: an invite from anyone else would wait for
+    // their consent (`sotto group invites`) before their client did anything with it.
+    for c in [&mut bob, &mut carol, &mut dave] {
+        c.verify("alice", None)?;
+    }
     let (a_key, b_key, c_key, d_key, e_key) = (
         alice.identity(),
         bob.identity(),

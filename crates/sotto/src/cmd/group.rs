@@ -2,7 +2,7 @@
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use sotto_client::{Client, Event, GroupMessage};
+use sotto_client::{Client, Event, GroupInvite, GroupMessage};
 
 use super::profile::{self, ProfileArgs};
 
@@ -18,10 +18,12 @@ pub(crate) struct GroupArgs {
 
 #[derive(Subcommand)]
 enum GroupCommand {
-    /// Create a group that you own.
+    /// Create a group that you own, with these contacts as its first members.
     Create {
         /// A local name for the group (members see it too).
         name: String,
+        /// Contacts to add at once (each gets one invite with the whole signed roster).
+        members: Vec<String>,
     },
     /// Add a contact to a group you own (they get the signed roster; everyone rotates keys).
     Add {
@@ -49,6 +51,23 @@ enum GroupCommand {
         /// JSON output.
         #[arg(long)]
         json: bool,
+    },
+    /// List group invites waiting for your consent (from anyone who is not a verified
+    /// contact): until you accept, nothing is created or sent for them.
+    Invites {
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept a waiting group invite: join, and send the members your key.
+    Accept {
+        /// The invite's name (see `sotto group invites`).
+        name: String,
+    },
+    /// Decline a waiting group invite (nothing is sent).
+    Decline {
+        /// The invite's name.
+        name: String,
     },
     /// Send a message to a group.
     Send {
@@ -89,11 +108,40 @@ fn print_events(events: &[Event]) {
 pub(crate) fn main(args: GroupArgs) -> anyhow::Result<()> {
     let mut client = profile::open(&args.profile)?;
     match args.command {
-        GroupCommand::Create { name } => {
+        GroupCommand::Create { name, members } => {
+            let refs: Vec<&str> = members.iter().map(String::as_str).collect();
             let g = client
-                .group_create(&name)
+                .group_create_with(&name, &refs)
                 .with_context(|| format!("cannot create group {name:?}"))?;
             println!("created group {} (id {})", g.name, &g.id[..8]);
+            if !members.is_empty() {
+                print_events(&sync(&mut client)?);
+            }
+        }
+        GroupCommand::Invites { json } => {
+            let invites = client.group_invites()?;
+            if json {
+                return profile::print_json(&invites);
+            }
+            if invites.is_empty() {
+                println!("no group invites waiting");
+            }
+            for i in invites {
+                println!("{}", invite_line(&i));
+            }
+        }
+        GroupCommand::Accept { name } => {
+            let mut events = client
+                .group_accept(&name)
+                .with_context(|| format!("cannot accept the group invite {name:?}"))?;
+            events.extend(sync(&mut client)?);
+            print_events(&events);
+        }
+        GroupCommand::Decline { name } => {
+            client
+                .group_decline(&name)
+                .with_context(|| format!("cannot decline the group invite {name:?}"))?;
+            println!("declined the group invite {name}");
         }
         GroupCommand::Add { name, contact } => {
             let mut events = client
@@ -129,13 +177,18 @@ pub(crate) fn main(args: GroupArgs) -> anyhow::Result<()> {
             }
             for g in groups {
                 println!(
-                    "{} (epoch {}{})",
+                    "{} (epoch {}{}{})",
                     g.name,
                     g.epoch,
                     if g.active {
                         ""
                     } else {
                         ", you are not a member"
+                    },
+                    if g.paused {
+                        ", sending paused until a roster change arrives"
+                    } else {
+                        ""
                     }
                 );
                 for m in g.members {
@@ -207,8 +260,31 @@ pub(crate) fn describe(e: &Event) -> Option<String> {
             "! group {}: {warning}",
             if group.is_empty() { "?" } else { group }
         )),
+        Event::GroupInvite {
+            group,
+            inviter,
+            members,
+        } => Some(format!(
+            "! {inviter} invites you to group {group} ({members} members); nothing is sent until you answer: `sotto group accept {group}` or `sotto group decline {group}`"
+        )),
         _ => None,
     }
+}
+
+fn invite_line(i: &GroupInvite) -> String {
+    format!(
+        "{}  from {}{} ({})  {} members  id {}",
+        i.name,
+        i.inviter,
+        if i.inviter_known {
+            ""
+        } else {
+            " (not a contact)"
+        },
+        i.inviter_fingerprint,
+        i.members,
+        &i.id[..8.min(i.id.len())]
+    )
 }
 
 /// Prints the group history (for `sotto inbox`) and marks it seen.
@@ -221,6 +297,15 @@ pub(crate) fn print_history(client: &mut Client, group: Option<&str>) -> anyhow:
     client.take_unseen_group()?;
     for m in &messages {
         println!("{}", group_line(m));
+    }
+    if group.is_none() {
+        for i in client.group_invites()? {
+            println!(
+                "! group invite waiting: {} (`sotto group accept {}`)",
+                invite_line(&i),
+                i.name
+            );
+        }
     }
     Ok(())
 }

@@ -30,6 +30,7 @@ fn print(json: bool, e: &Event) -> anyhow::Result<()> {
                 | Event::GroupMessage(_)
                 | Event::GroupChanged { .. }
                 | Event::GroupWarning { .. }
+                | Event::GroupInvite { .. }
         ) {
             profile::print_json(e)?;
         }
